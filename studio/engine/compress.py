@@ -1,0 +1,129 @@
+"""Compress one weight tensor by a LayerSpec: prune, then quantize or cluster, then count bytes.
+
+The order is fixed: prune first, then quantize (or cluster). Pruned weights stay
+exactly zero: the symmetric grid has code 0, the asymmetric grid an integer
+zero-point, and a clustered layer that is pruned pins one shared value at 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cluster import kmeans_1d
+from .encode import LayerSize, StreamSpec, encode_size
+from .plan import LayerSpec
+from .prune import prune_mask
+from .quantize import UniformParams, choose_params, dequantize_codes, quantize_codes
+
+
+@dataclass
+class CompressedWeight:
+    """The result of compressing one weight: tensors for the model, bytes for the report.
+
+    ``view`` tensors have shape (out_channels, fan_in): the channel axis first.
+    """
+
+    spec: LayerSpec
+    float_view: torch.Tensor
+    dequant_view: torch.Tensor
+    keep: torch.Tensor | None
+    codes: torch.Tensor | None  # integer codes (channel view), None for float layers
+    uniform: UniformParams | None
+    codebook: torch.Tensor | None
+    size: LayerSize
+    sqnr_db: float | None
+
+    @property
+    def sparsity(self) -> float:
+        return 0.0 if self.keep is None else 1.0 - float(self.keep.float().mean())
+
+    @property
+    def prune_threshold(self) -> float | None:
+        """The largest magnitude that was pruned (None when nothing was)."""
+        if self.keep is None or bool(self.keep.all()):
+            return None
+        return float(self.float_view[~self.keep].abs().max())
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
+    """Signal-to-quantization-noise ratio in dB; None when the approximation is exact."""
+    noise = float(((reference - approx) ** 2).sum())
+    signal = float((reference**2).sum())
+    if noise == 0.0 or signal == 0.0:
+        return None
+    return 10.0 * math.log10(signal / noise)
+
+
+def compress_view(
+    view: torch.Tensor, spec: LayerSpec, huffman: bool, other_bytes: int, float_width: int = 32
+) -> CompressedWeight:
+    """Compress a channel view (out_channels, fan_in) of a weight.
+
+    ``other_bytes`` is what the layer stores besides its weight (the bias);
+    ``float_width`` is the bits a weight left in float takes (its own dtype).
+    """
+    view = view.detach().to(torch.float32).cpu()
+    keep = prune_mask(view, spec.prune, spec.prune_method)
+    pruned = view * keep if keep is not None else view
+    shape = (int(view.shape[0]), int(view.shape[1]))
+    codes = None
+    uniform = None
+    codebook = None
+
+    if spec.bits is None:
+        dequant = pruned.clone()
+        stream = StreamSpec(shape, width=float_width)
+        scale_bytes = 0
+    elif spec.bits == 16:
+        dequant = pruned.to(torch.float16).to(torch.float32)
+        stream = StreamSpec(shape, width=16)
+        scale_bytes = 0
+    elif spec.cluster:
+        k = 2**spec.bits
+        values = pruned[keep] if keep is not None else pruned.flatten()
+        codebook, index = kmeans_1d(values, k, pin_zero=keep is not None)
+        if keep is not None:
+            zero_code = int(torch.nonzero(codebook == 0)[0, 0])
+            codes = torch.full(view.shape, zero_code, dtype=torch.int64)
+            codes[keep] = index
+        else:
+            zero_code = 0
+            codes = index.reshape(view.shape)
+        dequant = codebook[codes]
+        stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_code))
+        scale_bytes = 4 * k
+    else:
+        per_channel = spec.granularity == "channel"
+        qview = pruned if per_channel else pruned.reshape(1, -1)
+        uniform = choose_params(qview, spec.bits, spec.symmetric, spec.clip)
+        qcodes = quantize_codes(qview, uniform)
+        dequant = dequantize_codes(qcodes, uniform).reshape(view.shape)
+        codes = qcodes.reshape(view.shape)
+        zero = uniform.zero_point.numpy()
+        zero_per_row = zero if per_channel else np.full(view.shape[0], zero[0])
+        stream = StreamSpec(
+            shape,
+            width=spec.bits,
+            alphabet=uniform.qmax - uniform.qmin + 1,
+            symbols=codes - uniform.qmin,
+            zero_symbol=zero_per_row - uniform.qmin,
+        )
+        n_scales = uniform.scale.numel()
+        scale_bytes = 4 * n_scales + (0 if spec.symmetric else n_scales)  # fp32 scales, int8 zero-points
+
+    size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)
+    return CompressedWeight(
+        spec=spec,
+        float_view=view,
+        dequant_view=dequant,
+        keep=keep,
+        codes=codes,
+        uniform=uniform,
+        codebook=codebook,
+        size=size,
+        sqnr_db=sqnr_db(view, dequant),
+    )

@@ -1,0 +1,255 @@
+"""A compression plan: what to do to each layer, as plain, JSON-round-trippable data.
+
+A :class:`Plan` holds a default :class:`LayerSpec` that applies to every compressible
+layer, plus per-layer overrides keyed by module path (in the spirit of torchao's
+``FqnToConfig``). Plans are immutable: every ``with_*`` method returns a new plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+FLOAT_BITS = (None, 16)
+INT_BITS = tuple(range(2, 9))
+VALID_BITS = INT_BITS + (16, 32, None)
+GRANULARITIES = ("channel", "tensor")
+CLIP_METHODS = ("minmax", "mse")
+PRUNE_METHODS_FIXED = ("unstructured", "structured")
+MAX_PRUNE = 0.99
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+PLAN_FORMAT_VERSION = 1
+
+
+def parse_nm(method: str) -> tuple[int, int] | None:
+    """``"2:4"`` -> ``(2, 4)``; anything else -> None."""
+    match = _NM.match(method)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """How one layer's weight is compressed.
+
+    bits:          2..8 integer codes, 16 for float16, None (or 32) to keep float32.
+    granularity:   "channel" (one scale per output channel) or "tensor".
+    symmetric:     zero-point 0 and a narrow signed range (TFLite's int8 weight spec),
+                   or asymmetric with an unsigned range and an integer zero-point.
+    clip:          "minmax" (scale from max|w|) or "mse" (scale searched for lowest MSE).
+    prune:         fraction of weights set to zero by magnitude, in [0, 0.99].
+    prune_method:  "unstructured", "structured" (whole output channels by L2 norm),
+                   or an N:M pattern such as "2:4" (applied when prune > 0).
+    cluster:       weight sharing: k-means to 2**bits shared values instead of a grid.
+    """
+
+    bits: int | None = None
+    granularity: str = "channel"
+    symmetric: bool = True
+    clip: str = "minmax"
+    prune: float = 0.0
+    prune_method: str = "unstructured"
+    cluster: bool = False
+
+    def __post_init__(self) -> None:
+        bits = self.bits
+        if isinstance(bits, bool) or (bits is not None and not isinstance(bits, int)):
+            if isinstance(bits, float) and bits.is_integer():
+                bits = int(bits)
+            else:
+                raise ValueError(f"bits must be an integer 2..8, 16, 32 or None; got {self.bits!r}")
+        if bits not in VALID_BITS:
+            raise ValueError(
+                f"bits={bits} is out of range: use 2..8 for integer codes, 16 for float16, "
+                "or None/32 to leave the layer in float32"
+            )
+        object.__setattr__(self, "bits", None if bits == 32 else bits)
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}; got {self.granularity!r}")
+        if self.clip not in CLIP_METHODS:
+            raise ValueError(f"clip must be one of {CLIP_METHODS}; got {self.clip!r}")
+        try:
+            prune = float(self.prune)
+        except (TypeError, ValueError):
+            raise ValueError(f"prune must be a fraction in [0, {MAX_PRUNE}]; got {self.prune!r}") from None
+        if not 0.0 <= prune <= MAX_PRUNE:
+            raise ValueError(
+                f"prune={self.prune} is out of range: give the fraction of weights to remove, "
+                f"from 0 to {MAX_PRUNE} (e.g. 0.5 for 50%)"
+            )
+        object.__setattr__(self, "prune", prune)
+        if self.prune_method not in PRUNE_METHODS_FIXED:
+            nm = parse_nm(self.prune_method)
+            if nm is None or not 0 < nm[0] < nm[1]:
+                raise ValueError(
+                    f"prune_method must be 'unstructured', 'structured' or an N:M pattern "
+                    f"such as '2:4'; got {self.prune_method!r}"
+                )
+        if self.cluster and self.bits not in INT_BITS:
+            raise ValueError("cluster=True needs bits in 2..8 (the codebook has 2**bits entries)")
+
+    @property
+    def is_float(self) -> bool:
+        return self.bits is None
+
+    def label(self) -> str:
+        """A short human label such as 'int4 ch sym, 50% pruned'."""
+        if self.bits is None:
+            text = "float32"
+        elif self.bits == 16:
+            text = "float16"
+        elif self.cluster:
+            text = f"{self.bits}-bit k-means"
+        else:
+            text = f"int{self.bits} {'ch' if self.granularity == 'channel' else 'tensor'}"
+            text += " sym" if self.symmetric else " asym"
+            if self.clip == "mse":
+                text += " mse"
+        if self.prune > 0:
+            text += f", {self.prune:.0%} pruned"
+            if self.prune_method != "unstructured":
+                text += f" ({self.prune_method})"
+        return text
+
+    def replace(self, **changes: Any) -> "LayerSpec":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LayerSpec":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a layer spec must be a JSON object; got {type(data).__name__}")
+        unknown = set(data) - set(spec_fields())
+        if unknown:
+            raise ValueError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
+        return cls(**dict(data))
+
+
+def spec_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(LayerSpec)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A per-layer compression plan.
+
+    ``Plan()`` leaves everything in float; ``Plan.uniform(bits=8)`` quantizes every
+    compressible layer. Overrides are stored sorted by layer name, so two plans that
+    say the same thing compare (and hash) equal.
+    """
+
+    default: LayerSpec = field(default_factory=LayerSpec)
+    overrides: tuple[tuple[str, LayerSpec], ...] = ()
+    huffman: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, LayerSpec):
+            raise ValueError("Plan.default must be a LayerSpec")
+        items = dict(self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides)
+        for name, spec in items.items():
+            if not isinstance(name, str) or not isinstance(spec, LayerSpec):
+                raise ValueError("Plan overrides map layer names (str) to LayerSpec objects")
+        object.__setattr__(self, "overrides", tuple(sorted(items.items())))
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def uniform(cls, bits: int | None = 8, **settings: Any) -> "Plan":
+        """Every compressible layer gets the same spec."""
+        huffman = settings.pop("huffman", True)
+        return cls(default=LayerSpec(bits=bits, **settings), huffman=huffman)
+
+    def with_layer(self, name: str, spec: LayerSpec | None = None, **changes: Any) -> "Plan":
+        """A new plan in which layer ``name`` gets ``spec`` (or its current spec with ``changes``)."""
+        new = (spec or self.spec_for(name)).replace(**changes)
+        items = dict(self.overrides)
+        if new == self.default:
+            items.pop(name, None)
+        else:
+            items[name] = new
+        return dataclasses.replace(self, overrides=tuple(items.items()))
+
+    def with_layers(self, names: Iterable[str], **changes: Any) -> "Plan":
+        plan = self
+        for name in names:
+            plan = plan.with_layer(name, **changes)
+        return plan
+
+    def with_default(self, **changes: Any) -> "Plan":
+        """Change the default spec; layer overrides stay as they are."""
+        return dataclasses.replace(self, default=self.default.replace(**changes))
+
+    def without_layer(self, name: str) -> "Plan":
+        items = dict(self.overrides)
+        items.pop(name, None)
+        return dataclasses.replace(self, overrides=tuple(items.items()))
+
+    def replace(self, **changes: Any) -> "Plan":
+        return dataclasses.replace(self, **changes)
+
+    # -- queries ------------------------------------------------------------------
+    @property
+    def layers(self) -> dict[str, LayerSpec]:
+        """The per-layer overrides, by layer name."""
+        return dict(self.overrides)
+
+    def spec_for(self, name: str) -> LayerSpec:
+        return dict(self.overrides).get(name, self.default)
+
+    def check_names(self, valid: Iterable[str]) -> None:
+        valid = list(valid)
+        unknown = [name for name, _ in self.overrides if name not in valid]
+        if unknown:
+            raise ValueError(
+                f"the plan names layer(s) {unknown} that the model does not have; "
+                f"compressible layers are: {valid}"
+            )
+
+    # -- serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": PLAN_FORMAT_VERSION,
+            "default": self.default.to_dict(),
+            "layers": {name: spec.to_dict() for name, spec in self.overrides},
+            "huffman": self.huffman,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a plan must be a JSON object; got {type(data).__name__}")
+        allowed = {"version", "default", "layers", "huffman"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown plan key(s) {sorted(unknown)}; valid: {sorted(allowed)}")
+        version = data.get("version", PLAN_FORMAT_VERSION)
+        if version != PLAN_FORMAT_VERSION:
+            raise ValueError(f"plan format version {version} is not supported (this studio reads {PLAN_FORMAT_VERSION})")
+        layers = data.get("layers", {})
+        if not isinstance(layers, Mapping):
+            raise ValueError("plan 'layers' must map layer names to layer specs")
+        return cls(
+            default=LayerSpec.from_dict(data.get("default", {})),
+            overrides=tuple((str(k), LayerSpec.from_dict(v)) for k, v in layers.items()),
+            huffman=bool(data.get("huffman", True)),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the plan is not valid JSON: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,71 @@
+"""Magnitude pruning: a registry of methods that each return a keep-mask.
+
+Every method takes the weight's channel view ``(out_channels, fan_in)`` and the
+fraction to remove, and returns a boolean mask of the same shape (True = kept).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .plan import parse_nm
+
+PruneFn = Callable[[torch.Tensor, float], torch.Tensor]
+PRUNERS: dict[str, PruneFn] = {}
+
+
+def register_pruner(name: str) -> Callable[[PruneFn], PruneFn]:
+    def deco(fn: PruneFn) -> PruneFn:
+        PRUNERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_pruner("unstructured")
+def prune_unstructured(view: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero the ``ratio`` smallest-magnitude weights of the layer (ties by position)."""
+    numel = view.numel()
+    k = int(round(ratio * numel))
+    keep = torch.ones(numel, dtype=torch.bool)
+    if k > 0:
+        order = torch.sort(view.abs().flatten(), stable=True).indices
+        keep[order[:k]] = False
+    return keep.reshape(view.shape)
+
+
+@register_pruner("structured")
+def prune_structured(view: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero whole output channels with the smallest L2 norm (at least one channel stays)."""
+    channels = view.shape[0]
+    k = min(int(round(ratio * channels)), channels - 1)
+    keep = torch.ones(channels, dtype=torch.bool)
+    if k > 0:
+        order = torch.sort(view.norm(dim=1), stable=True).indices
+        keep[order[:k]] = False
+    return keep.unsqueeze(1).expand_as(view).clone()
+
+
+def prune_nm(view: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` largest of every ``m`` consecutive weights along the fan-in."""
+    rows, cols = view.shape
+    pad = (-cols) % m
+    mag = torch.cat([view.abs(), torch.full((rows, pad), -1.0)], dim=1) if pad else view.abs()
+    groups = mag.reshape(rows, -1, m)
+    top = groups.topk(n, dim=2).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, top, True)
+    return keep.reshape(rows, -1)[:, :cols]
+
+
+def prune_mask(view: torch.Tensor, ratio: float, method: str) -> torch.Tensor | None:
+    """The keep-mask for ``method``, or None when nothing is pruned."""
+    if ratio <= 0:
+        return None
+    if method in PRUNERS:
+        return PRUNERS[method](view, ratio)
+    nm = parse_nm(method)
+    if nm is None:
+        raise ValueError(f"unknown prune method {method!r}; use one of {sorted(PRUNERS)} or 'N:M'")
+    return prune_nm(view, *nm)

@@ -1,0 +1,337 @@
+"""A Session: one model, one eval set, many plans evaluated fast and honestly.
+
+The session deep-copies the user's model once into a working copy (BatchNorm folded
+into the preceding layer, as deployment runtimes do) and never touches the user's
+model again. Each (layer, spec) is compressed once and cached; evaluating a plan
+writes only the layers whose spec changed into the working copy, then runs the eval
+set. ``Session.size`` answers sizes alone, without running the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from .compress import CompressedWeight, compress_view
+from .data import OutputFn, call_model, default_output, describe_inputs, to_batches, to_device
+from .layers import LAYER_KINDS, LayerInfo, find_bn_pairs, find_layers, fold_bn as fold_batchnorm, replace_module
+from .metrics import FidelityAccumulator, MetricFn, paired_delta_stderr, top1_correct
+from .plan import LayerSpec, Plan
+from .progress import CancelFn, ProgressFn, check, report
+from .quantize import channel_view, from_channel_view
+from .report import LayerReport, Report
+
+CACHE_BYTES = 1 << 30
+FLOAT_SPEC = LayerSpec()
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of tensors as stored, counting storage shared by several names once."""
+    seen: set[tuple[int, int, torch.dtype]] = set()
+    total = 0
+    for t in tensors.values():
+        key = (t.data_ptr(), t.numel(), t.dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _expected_input(kind: str, module: nn.Module) -> str:
+    if kind == "Linear":
+        return f"inputs whose last dimension is in_features={module.in_features}"
+    if kind.startswith("Conv"):
+        dims = int(kind[-2])
+        spatial = ", ".join("HWD"[i] if dims > 1 else "L" for i in range(dims))
+        return f"inputs of shape (N, in_channels={module.in_channels}, {spatial})"
+    if kind == "Embedding":
+        return f"integer token ids below num_embeddings={module.num_embeddings}"
+    return "inputs that match its weight"
+
+
+class Session:
+    """Evaluate compression plans on ``model`` over ``eval_data``.
+
+    metric:     None for top-1 accuracy (or, without targets, agreement with the float
+                model), or a callable ``(outputs, targets) -> float`` averaged over
+                batches weighted by batch size.
+    output_fn:  picks the tensor to score from the model's output (default: the tensor,
+                ``.logits``, or the first tensor of a tuple/dict).
+    device:     "cpu" or "cuda".
+    fold_bn:    fold BatchNorm into the preceding convolution/linear layer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eval_data: Any,
+        *,
+        metric: MetricFn | None = None,
+        output_fn: OutputFn | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        fold_bn: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.device = self._resolve_device(device)
+        self._check_finite(model)
+        self.float_size_bytes = tensor_bytes(model.state_dict())
+        self.metric_fn = metric
+        self.output_fn = output_fn or default_output
+        self._lock = threading.RLock()
+
+        work = copy.deepcopy(model).eval()
+        self.folds: list[tuple[str, str]] = find_bn_pairs(work) if fold_bn else []
+        modules = dict(work.named_modules())
+        for layer_name, bn_name in self.folds:
+            fold_batchnorm(modules[layer_name], modules[bn_name])
+            replace_module(work, bn_name, nn.Identity())
+        found = find_layers(work)
+        if not found:
+            kinds = sorted(k.name for k in LAYER_KINDS.values())
+            raise ValueError(f"the model has no compressible layers; Compression Studio compresses {kinds}")
+        self._work = work.to(self.device)
+        folded = dict(self.folds)
+        self._modules: dict[str, nn.Module] = {}
+        self._views: dict[str, torch.Tensor] = {}
+        infos = []
+        layer_tensors: set[int] = set()
+        for name, module, kind in found:
+            weight = module.weight
+            bias = getattr(module, "bias", None)
+            self._modules[name] = module
+            # clone: the working weight is overwritten by every plan, the float view must not be
+            self._views[name] = channel_view(weight.detach().float().cpu(), kind.channel_axis, True).clone()
+            layer_tensors.add(id(weight))
+            if isinstance(bias, torch.Tensor):
+                layer_tensors.add(id(bias))
+            infos.append(
+                LayerInfo(
+                    name=name,
+                    kind=kind.name,
+                    weight_shape=tuple(weight.shape),
+                    params=weight.numel() + (bias.numel() if isinstance(bias, torch.Tensor) else 0),
+                    channel_axis=kind.channel_axis,
+                    has_bias=isinstance(bias, torch.Tensor),
+                    folded_bn=folded.get(name),
+                )
+            )
+        self.layers: list[LayerInfo] = infos
+        self._info = {info.name: info for info in infos}
+        rest = {}
+        for key, tensor in work.state_dict(keep_vars=True).items():
+            if id(tensor) not in layer_tensors:
+                rest[key] = tensor
+        self.rest_bytes = tensor_bytes(rest)
+        self._current: dict[str, LayerSpec] = {info.name: FLOAT_SPEC for info in infos}
+        self._cache: OrderedDict[tuple[str, LayerSpec, bool], CompressedWeight] = OrderedDict()
+        self._cache_bytes = 0
+
+        self._batches = to_batches(eval_data, batch_size)
+        self.has_targets = self._batches[0][1] is not None
+        self._reference: list[torch.Tensor] = []
+        self._baseline_correct: torch.Tensor | None = None
+        self.n_samples = 0
+        self.metric_name = "top-1 accuracy" if self.has_targets else "top-1 agreement with float"
+        if metric is not None:
+            self.metric_name = getattr(metric, "__name__", "metric")
+        self.baseline_metric = 0.0
+        self._compute_baseline()
+
+    # -- set-up ---------------------------------------------------------------------
+    @staticmethod
+    def _resolve_device(device: str | torch.device) -> torch.device:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but CUDA is not available here; use device='cpu'")
+        return dev
+
+    @staticmethod
+    def _check_finite(model: nn.Module) -> None:
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(
+                    f"'{key}' holds NaN or Inf values; the model cannot be compressed until they are "
+                    "fixed (check the training run or the file it was loaded from)"
+                )
+
+    def _forward(self, inputs: Any) -> torch.Tensor:
+        out = call_model(self._work, to_device(inputs, self.device))
+        return self.output_fn(out).detach().float().cpu()
+
+    @torch.no_grad()
+    def _compute_baseline(self) -> None:
+        first_name = self.layers[0].name
+        try:
+            outputs = [self._forward(x) for x, _ in self._batches]
+        except (RuntimeError, TypeError, IndexError) as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            info = self._info[first_name]
+            raise ValueError(
+                f"the eval data does not fit the model: it gives {describe_inputs(self._batches[0][0])}, "
+                f"and the forward pass failed ({detail}). The first layer '{first_name}' ({info.kind}) "
+                f"expects {_expected_input(info.kind, self._modules[first_name])}."
+            ) from None
+        self._reference = outputs
+        score, correct, _ = self._score(outputs)
+        self._baseline_correct = correct
+        self.baseline_metric = score
+        self.n_samples = sum(int(o.shape[0]) for o in outputs)
+
+    def _score(self, outputs: list[torch.Tensor]) -> tuple[float, torch.Tensor | None, FidelityAccumulator]:
+        fid = FidelityAccumulator()
+        for ref, out in zip(self._reference or outputs, outputs):
+            fid.add(ref, out)
+        if self.metric_fn is not None:
+            total, weight = 0.0, 0
+            for out, (_, targets) in zip(outputs, self._batches):
+                n = int(out.shape[0])
+                total += float(self.metric_fn(out, targets)) * n
+                weight += n
+            return total / weight, None, fid
+        if not self.has_targets:
+            flags = torch.cat(fid.agree_flags)
+            return float(flags.float().mean()), flags, fid
+        correct = torch.cat([top1_correct(out, t.cpu()) for out, (_, t) in zip(outputs, self._batches)])
+        if correct.numel() == 0:
+            raise ValueError("the eval targets are all ignore_index (-100): there is nothing to score")
+        return float(correct.float().mean()), correct, fid
+
+    # -- compression ----------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        return [info.name for info in self.layers]
+
+    def layer(self, name: str) -> LayerInfo:
+        if name not in self._info:
+            raise ValueError(f"unknown layer {name!r}; compressible layers are: {self.layer_names}")
+        return self._info[name]
+
+    def compressed(self, name: str, spec: LayerSpec, huffman: bool = True) -> CompressedWeight:
+        """The compressed weight of one layer under ``spec`` (cached)."""
+        self.layer(name)
+        key = (name, spec, huffman)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            module = self._modules[name]
+            bias = getattr(module, "bias", None)
+            other = bias.numel() * bias.element_size() if isinstance(bias, torch.Tensor) else 0
+            float_width = 8 * module.weight.element_size()
+            result = compress_view(self._views[name], spec, huffman, other, float_width)
+            cost = 3 * result.float_view.numel() * 4
+            self._cache[key] = result
+            self._cache_bytes += cost
+            while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cache_bytes -= 3 * old.float_view.numel() * 4
+            return result
+
+    def _compress_all(self, plan: Plan) -> dict[str, CompressedWeight]:
+        if not isinstance(plan, Plan):
+            raise ValueError(f"expected a studio.Plan; got {type(plan).__name__}")
+        plan.check_names(self.layer_names)
+        return {name: self.compressed(name, plan.spec_for(name), plan.huffman) for name in self.layer_names}
+
+    @torch.no_grad()
+    def _load_weights(self, results: dict[str, CompressedWeight]) -> None:
+        for name, result in results.items():
+            if self._current[name] == result.spec:
+                continue
+            module = self._modules[name]
+            info = self._info[name]
+            weight = from_channel_view(result.dequant_view, module.weight, info.channel_axis, True)
+            module.weight.copy_(weight.to(module.weight.dtype))
+            self._current[name] = result.spec
+
+    def _layer_reports(self, results: dict[str, CompressedWeight]) -> dict[str, LayerReport]:
+        reports = {}
+        for name, result in results.items():
+            info = self._info[name]
+            module = self._modules[name]
+            float_bytes = info.params * module.weight.element_size()
+            reports[name] = LayerReport(
+                name=name,
+                kind=info.kind,
+                spec=result.spec,
+                params=info.params,
+                float_bytes=float_bytes,
+                size=result.size,
+                sqnr_db=result.sqnr_db,
+                sparsity=result.sparsity,
+                folded_bn=info.folded_bn,
+            )
+        return reports
+
+    def _report(self, plan: Plan, results: dict[str, CompressedWeight], **measured: Any) -> Report:
+        layers = self._layer_reports(results)
+        return Report(
+            plan=plan,
+            layers=layers,
+            size_bytes=sum(layer.total for layer in layers.values()) + self.rest_bytes,
+            float_size_bytes=self.float_size_bytes,
+            rest_bytes=self.rest_bytes,
+            metric_name=self.metric_name,
+            baseline_metric=self.baseline_metric,
+            **measured,
+        )
+
+    # -- public API -----------------------------------------------------------------
+    def size(self, plan: Plan) -> Report:
+        """Sizes only (no forward pass): fast enough to follow a slider."""
+        with self._lock:
+            return self._report(plan, self._compress_all(plan))
+
+    @torch.no_grad()
+    def evaluate(self, plan: Plan, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Report:
+        """Apply ``plan`` and measure the metric, fidelity and size on the eval set."""
+        start = time.perf_counter()
+        with self._lock:
+            results = self._compress_all(plan)
+            check(cancel)
+            self._load_weights(results)
+            outputs = []
+            total = len(self._batches)
+            for i, (inputs, _) in enumerate(self._batches):
+                check(cancel)
+                outputs.append(self._forward(inputs))
+                report(progress, i + 1, total)
+            score, correct, fid = self._score(outputs)
+            stderr = None
+            if correct is not None and self._baseline_correct is not None:
+                stderr = paired_delta_stderr(self._baseline_correct, correct)
+            return self._report(
+                plan,
+                results,
+                metric=score,
+                n_samples=self.n_samples,
+                delta_stderr=stderr,
+                fidelity=fid.result(),
+                seconds=time.perf_counter() - start,
+            )
+
+    def compressed_model(self, plan: Plan) -> nn.Module:
+        """A new module (a copy of the working model) with ``plan``'s weights in float."""
+        with self._lock:
+            results = self._compress_all(plan)
+            self._load_weights(results)
+            return copy.deepcopy(self._work)
+
+    def __repr__(self) -> str:
+        return (
+            f"Session({len(self.layers)} layers, {self.n_samples} eval samples, "
+            f"{self.metric_name} {self.baseline_metric:.4f}, float {self.float_size_bytes} B)"
+        )

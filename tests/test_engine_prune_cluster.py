@@ -1,0 +1,54 @@
+import torch
+
+from studio.engine.cluster import kmeans_1d
+from studio.engine.prune import prune_mask
+
+
+def test_unstructured_removes_smallest_magnitudes():
+    w = torch.tensor([[0.1, -0.5, 0.2, 0.9], [-0.05, 0.3, -0.7, 0.0]])
+    keep = prune_mask(w, 0.5, "unstructured")
+    assert keep.sum() == 4
+    assert keep.tolist() == [[False, True, False, True], [False, True, True, False]]
+
+
+def test_structured_removes_whole_channels_by_l2_norm():
+    w = torch.tensor([[1.0, 1.0], [0.1, 0.1], [2.0, 0.0], [0.0, 0.2]])
+    keep = prune_mask(w, 0.5, "structured")
+    assert keep.all(dim=1).tolist() == [True, False, True, False]
+    assert (keep.all(dim=1) | ~keep.any(dim=1)).all()
+
+
+def test_two_four_keeps_two_largest_of_every_four():
+    torch.manual_seed(0)
+    w = torch.randn(6, 16)
+    keep = prune_mask(w, 0.5, "2:4")
+    groups = keep.reshape(6, 4, 4)
+    assert torch.all(groups.sum(dim=2) == 2)
+    mags = w.abs().reshape(6, 4, 4)
+    kept_min = torch.where(groups, mags, torch.inf).min(dim=2).values
+    dropped_max = torch.where(~groups, mags, -torch.inf).max(dim=2).values
+    assert torch.all(kept_min >= dropped_max)
+
+
+def test_nm_pads_ragged_fan_in():
+    keep = prune_mask(torch.randn(3, 10), 0.5, "2:4")
+    assert keep.shape == (3, 10) and keep.sum() == 3 * (2 + 2 + 2)
+
+
+def test_no_pruning_returns_none():
+    assert prune_mask(torch.randn(2, 2), 0.0, "unstructured") is None
+
+
+def test_kmeans_linear_init_finds_clusters():
+    values = torch.cat([torch.full((50,), -1.0), torch.full((30,), 0.5), torch.full((20,), 2.0)])
+    centroids, index = kmeans_1d(values, 3)
+    assert torch.allclose(centroids, torch.tensor([-1.0, 0.5, 2.0]))
+    assert torch.equal(centroids[index], values)
+
+
+def test_kmeans_pinned_zero_stays_zero():
+    torch.manual_seed(0)
+    values = torch.randn(1000) + 3.0
+    centroids, _ = kmeans_1d(values, 4, pin_zero=True)
+    assert (centroids == 0.0).sum() == 1
+    assert centroids.numel() == 4
