@@ -18,16 +18,22 @@ def code_lengths(counts: np.ndarray) -> np.ndarray:
     if len(used) == 1:
         lengths[used[0]] = 1
         return lengths
-    heap: list[tuple[int, int, list[int]]] = [(int(counts[s]), int(s), [int(s)]) for s in used]
+    # Build the tree with parent links (ties broken by node id, so it is deterministic),
+    # then each leaf's depth is its code length.
+    heap = [(int(counts[s]), i) for i, s in enumerate(used)]
     heapq.heapify(heap)
+    parent = [-1] * len(used)
     while len(heap) > 1:
-        c1, t1, s1 = heapq.heappop(heap)
-        c2, t2, s2 = heapq.heappop(heap)
-        for s in s1:
-            lengths[s] += 1
-        for s in s2:
-            lengths[s] += 1
-        heapq.heappush(heap, (c1 + c2, min(t1, t2), s1 + s2))
+        c1, n1 = heapq.heappop(heap)
+        c2, n2 = heapq.heappop(heap)
+        node = len(parent)
+        parent.append(-1)
+        parent[n1] = parent[n2] = node
+        heapq.heappush(heap, (c1 + c2, node))
+    depth = [0] * len(parent)
+    for node in range(len(parent) - 2, -1, -1):  # parents are created after their children
+        depth[node] = depth[parent[node]] + 1
+    lengths[used] = depth[: len(used)]
     return lengths
 
 

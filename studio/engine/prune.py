@@ -27,12 +27,15 @@ def register_pruner(name: str) -> Callable[[PruneFn], PruneFn]:
 @register_pruner("unstructured")
 def prune_unstructured(view: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero the ``ratio`` smallest-magnitude weights of the layer (ties by position)."""
-    numel = view.numel()
-    k = int(round(ratio * numel))
-    keep = torch.ones(numel, dtype=torch.bool)
-    if k > 0:
-        order = torch.sort(view.abs().flatten(), stable=True).indices
-        keep[order[:k]] = False
+    mag = view.abs().flatten()
+    k = int(round(ratio * mag.numel()))
+    if k <= 0:
+        return torch.ones(view.shape, dtype=torch.bool)
+    threshold = torch.kthvalue(mag, k).values
+    keep = mag > threshold
+    ties = torch.nonzero(mag == threshold).flatten()
+    extra = k - int((mag < threshold).sum())  # prune that many of the ties, first by position
+    keep[ties[extra:]] = True
     return keep.reshape(view.shape)
 
 
