@@ -79,3 +79,12 @@ def test_labels_are_readable():
     assert LayerSpec(bits=4, prune=0.5).label() == "int4 ch sym, 50% pruned"
     assert LayerSpec(bits=16).label() == "float16"
     assert LayerSpec(bits=3, cluster=True).label() == "3-bit k-means"
+
+
+def test_with_all_changes_default_and_overrides():
+    plan = Plan.uniform(8).with_layer("a", bits=4).with_layer("b", prune=0.5)
+    everything = plan.with_all(prune=0.25)
+    assert everything.spec_for("a") == LayerSpec(bits=4, prune=0.25)
+    assert everything.spec_for("b") == LayerSpec(bits=8, prune=0.25)  # now equal to the default
+    assert everything.layers == {"a": LayerSpec(bits=4, prune=0.25)}
+    assert plan.with_all(bits=2).layers == {"b": LayerSpec(bits=2, prune=0.5)}

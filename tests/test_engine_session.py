@@ -206,3 +206,27 @@ def test_engine_imports_no_ui_packages():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_torch_export_loads_into_the_original_architecture(samples, tmp_path):
+    from safetensors.torch import load_file
+
+    sample = samples["digits-cnn"]
+    session = Session(sample.model, sample.eval_data)
+    plan = Plan.uniform(4).with_layer("features.3", bits=2, prune=0.5)
+    path = session.export(plan, tmp_path / "out.safetensors", format="torch")
+    model = studio.samples.SAMPLES["digits-cnn"].build()
+    model.load_state_dict(load_file(str(path)))
+    model.eval()
+    x = sample.eval_data[0]
+    with torch.no_grad():
+        assert torch.allclose(model(x), session.compressed_model(plan)(x), atol=1e-4)
+    assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
+
+
+def test_plan_export_round_trips(mlp_session, tmp_path):
+    plan = Plan.uniform(3).with_layer("fc3", bits=8)
+    path = mlp_session.export(plan, tmp_path, format="plan")
+    assert Plan.from_json(path.read_text()) == plan
+    with pytest.raises(ValueError, match="unknown export format"):
+        mlp_session.export(plan, tmp_path, format="zip")

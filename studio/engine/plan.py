@@ -184,6 +184,13 @@ class Plan:
             plan = plan.with_layer(name, **changes)
         return plan
 
+    def with_all(self, **changes: Any) -> "Plan":
+        """Apply ``changes`` to the default and to every override (the "all layers" control)."""
+        default = self.default.replace(**changes)
+        items = {name: spec.replace(**changes) for name, spec in self.overrides}
+        kept = tuple((name, spec) for name, spec in items.items() if spec != default)
+        return dataclasses.replace(self, default=default, overrides=kept)
+
     def with_default(self, **changes: Any) -> "Plan":
         """Change the default spec; layer overrides stay as they are."""
         return dataclasses.replace(self, default=self.default.replace(**changes))

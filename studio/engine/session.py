@@ -13,12 +13,15 @@ import copy
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .compress import CompressedWeight, compress_view
+from .export import export as export_to
+from .export import unfold_weight
 from .data import OutputFn, call_model, default_output, describe_inputs, to_batches, to_device
 from .layers import LAYER_KINDS, LayerInfo, find_bn_pairs, find_layers, fold_bn as fold_batchnorm, replace_module
 from .metrics import FidelityAccumulator, MetricFn, paired_delta_stderr, top1_correct
@@ -86,11 +89,14 @@ class Session:
         self.float_size_bytes = tensor_bytes(model.state_dict())
         self.metric_fn = metric
         self.output_fn = output_fn or default_output
-        self._lock = threading.RLock()
+        self._work_lock = threading.RLock()  # the working copy's weights and forward passes
+        self._cache_lock = threading.Lock()  # the compressed-weight cache; never held while computing
 
+        self._original_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         work = copy.deepcopy(model).eval()
         self.folds: list[tuple[str, str]] = find_bn_pairs(work) if fold_bn else []
         modules = dict(work.named_modules())
+        self._bn_eps = {bn_name: float(modules[bn_name].eps) for _, bn_name in self.folds}
         for layer_name, bn_name in self.folds:
             fold_batchnorm(modules[layer_name], modules[bn_name])
             replace_module(work, bn_name, nn.Identity())
@@ -222,17 +228,18 @@ class Session:
         """The compressed weight of one layer under ``spec`` (cached)."""
         self.layer(name)
         key = (name, spec, huffman)
-        with self._lock:
+        with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-            module = self._modules[name]
-            bias = getattr(module, "bias", None)
-            other = bias.numel() * bias.element_size() if isinstance(bias, torch.Tensor) else 0
-            float_width = 8 * module.weight.element_size()
-            result = compress_view(self._views[name], spec, huffman, other, float_width)
-            cost = 3 * result.float_view.numel() * 4
+        module = self._modules[name]
+        bias = getattr(module, "bias", None)
+        other = bias.numel() * bias.element_size() if isinstance(bias, torch.Tensor) else 0
+        float_width = 8 * module.weight.element_size()
+        result = compress_view(self._views[name], spec, huffman, other, float_width)
+        cost = 3 * result.float_view.numel() * 4
+        with self._cache_lock:
             self._cache[key] = result
             self._cache_bytes += cost
             while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
@@ -240,11 +247,15 @@ class Session:
                 self._cache_bytes -= 3 * old.float_view.numel() * 4
             return result
 
-    def _compress_all(self, plan: Plan) -> dict[str, CompressedWeight]:
+    def _compress_all(self, plan: Plan, cancel: CancelFn | None = None) -> dict[str, CompressedWeight]:
         if not isinstance(plan, Plan):
             raise ValueError(f"expected a studio.Plan; got {type(plan).__name__}")
         plan.check_names(self.layer_names)
-        return {name: self.compressed(name, plan.spec_for(name), plan.huffman) for name in self.layer_names}
+        results = {}
+        for name in self.layer_names:
+            check(cancel)
+            results[name] = self.compressed(name, plan.spec_for(name), plan.huffman)
+        return results
 
     @torch.no_grad()
     def _load_weights(self, results: dict[str, CompressedWeight]) -> None:
@@ -291,16 +302,16 @@ class Session:
 
     # -- public API -----------------------------------------------------------------
     def size(self, plan: Plan) -> Report:
-        """Sizes only (no forward pass): fast enough to follow a slider."""
-        with self._lock:
-            return self._report(plan, self._compress_all(plan))
+        """Sizes only (no forward pass): fast enough to follow a slider, and never waits
+        for an evaluation running in another thread."""
+        return self._report(plan, self._compress_all(plan))
 
     @torch.no_grad()
     def evaluate(self, plan: Plan, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Report:
         """Apply ``plan`` and measure the metric, fidelity and size on the eval set."""
         start = time.perf_counter()
-        with self._lock:
-            results = self._compress_all(plan)
+        results = self._compress_all(plan, cancel)
+        with self._work_lock:
             check(cancel)
             self._load_weights(results)
             outputs = []
@@ -325,10 +336,33 @@ class Session:
 
     def compressed_model(self, plan: Plan) -> nn.Module:
         """A new module (a copy of the working model) with ``plan``'s weights in float."""
-        with self._lock:
-            results = self._compress_all(plan)
+        results = self._compress_all(plan)
+        with self._work_lock:
             self._load_weights(results)
             return copy.deepcopy(self._work)
+
+    def dequantized_state_dict(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """The original model's state dict with ``plan``'s dequantized weights (BatchNorm
+        folds undone), loadable into the original architecture."""
+        results = self._compress_all(plan)
+        state = {k: v.clone().contiguous() for k, v in self._original_state.items()}
+        folded = dict(self.folds)
+        for name, result in results.items():
+            info = self._info[name]
+            key = f"{name}.weight" if name else "weight"
+            if key not in state:
+                continue  # e.g. a TorchScript module with other names: leave the float weight
+            weight = from_channel_view(result.dequant_view, state[key], info.channel_axis, True).to(state[key].dtype)
+            bn = folded.get(name)
+            if bn is not None:
+                bn_state = {k[len(bn) + 1 :]: v for k, v in self._original_state.items() if k.startswith(bn + ".")}
+                weight = unfold_weight(weight, bn_state, self._bn_eps[bn], state[key])
+            state[key] = weight.contiguous()
+        return state
+
+    def export(self, plan: Plan, path: str | Path, format: str = "plan") -> Path:
+        """Write ``plan`` applied to this model to ``path``; see ``studio.engine.export``."""
+        return export_to(self, plan, path, format)
 
     def __repr__(self) -> str:
         return (

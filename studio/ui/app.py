@@ -1,0 +1,168 @@
+"""The Studio: six panels over one StudioState, evaluating off the main thread.
+
+    studio.Studio()                      # the sample models, with a picker
+    studio.Studio(model, eval_data)      # your own model
+    studio.Studio(session)               # an existing Session
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+
+from ..engine import Report, Session
+from ..samples import list_samples
+from .export_panel import ExportPanel
+from .figures import histogram_data, histogram_figure, history_figure, update_histogram, update_history
+from .html import layer_bars_html, metric_html, size_html
+from .layers_panel import LayersPanel
+from .model_panel import ModelPanel
+from .state import StudioState
+from .style import CSS
+from .worker import Evaluator
+
+
+class Studio(W.VBox):
+    def __init__(self, model: Any = None, eval_data: Any = None, **session_kwargs: Any) -> None:
+        super().__init__()
+        self.add_class("studio-root")
+        self.state = StudioState()
+        self.evaluator = Evaluator(self.state.accept, self._async_error, self._busy)
+
+        custom = model is not None
+        self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)
+        self.layers_panel = LayersPanel(self.state)
+        self.histogram = histogram_figure()
+        self.history = history_figure()
+        self.history.data[0].on_click(self._history_clicked)
+        self.history.data[1].on_click(self._history_clicked)
+        self.metrics = W.HTML()
+        self.metrics.add_class("studio-metrics")
+        self.bars = W.HTML()
+        self.export_panel = ExportPanel(self.state)
+        self.busy = W.HTML()
+        self.busy.add_class("studio-busy")
+        self.error = W.HTML()
+        self.error.add_class("studio-error-box")
+        self.projector = W.ToggleButton(value=False, description="Projector size", tooltip="larger text for a projector")
+        self.projector.observe(self._projector, names="value")
+
+        header = W.HBox(
+            [
+                W.HTML("<h2 class='studio-title'>Compression Studio</h2>"),
+                self.busy,
+                self.projector,
+            ],
+            layout=W.Layout(justify_content="space-between", align_items="center"),
+        )
+        hist_panel = self._panel("Histogram", "The selected layer's float weights (grey) and the levels they snap to (blue); pruned in amber, clipped in red.", self.histogram)
+        metrics_panel = self._panel("Metrics", "Size counts every stored byte; the accuracy is measured on the eval set, with its noise.", W.VBox([self.metrics, self.bars]))
+        history_panel = self._panel("History", "Every evaluated plan: size against accuracy. The line is the Pareto front; click a point to restore its plan.", self.history)
+        left = W.VBox([self.model_panel.widget, self.layers_panel.widget, self.export_panel.widget], layout=W.Layout(flex="1 1 55%", min_width="0"))
+        right = W.VBox([metrics_panel, hist_panel, history_panel], layout=W.Layout(flex="1 1 45%", min_width="0"))
+        self.children = [W.HTML(CSS), header, self.error, W.HBox([left, right], layout=W.Layout(width="100%"))]
+
+        obs = self.state.observe
+        obs(self._on_session, names="session")
+        obs(self._on_plan, names="plan")
+        obs(lambda _: self._show_size(), names="size_report")
+        obs(lambda _: self._show_metric(), names=["eval_report", "last_report", "evaluating"])
+        obs(lambda _: self._on_selected(), names="selected")
+        obs(lambda _: self._show_history(), names=["history", "plan"])
+        obs(lambda ch: self._show_error(ch["new"]), names="error")
+
+        if isinstance(model, Session):
+            self._load_session(model, "your model")
+        elif model is not None:
+            try:
+                self._load_session(Session(model, eval_data, **session_kwargs), "your model")
+            except ValueError as exc:
+                self._show_error(str(exc))
+        else:
+            self.model_panel.load_sample(list_samples()[0])
+
+    # -- building ------------------------------------------------------------------
+    @staticmethod
+    def _panel(title: str, hint: str, body: W.Widget) -> W.VBox:
+        box = W.VBox([W.HTML(f"<h3>{title}</h3><div class='studio-hint'>{hint}</div>"), body])
+        box.add_class("studio-panel")
+        box.add_class(f"studio-panel-{title.lower()}")
+        return box
+
+    def _projector(self, change: dict[str, Any]) -> None:
+        (self.add_class if change["new"] else self.remove_class)("studio-projector")
+
+    # -- state changes -----------------------------------------------------------------
+    def _load_session(self, session: Session, source: str) -> None:
+        self.error.value = ""
+        self.state.load(session, source)
+
+    def _on_session(self, change: dict[str, Any]) -> None:
+        session = change["new"]
+        self.model_panel.show(session, self.state.source)
+        self.layers_panel.build(session)
+        self._on_plan(None)
+
+    def _on_plan(self, _: Any) -> None:
+        if self.state.session is None:
+            return
+        self.layers_panel.show()
+        self._show_histogram()
+        self.evaluator.submit(self.state.session, self.state.plan)
+
+    def _on_selected(self) -> None:
+        self.layers_panel.show()
+        self._show_histogram()
+
+    def _show_size(self) -> None:
+        report: Report | None = self.state.size_report
+        if report is None:
+            return
+        self.layers_panel.show()
+        self.bars.value = layer_bars_html(report)
+        self._show_metric()
+
+    def _show_metric(self) -> None:
+        s = self.state
+        if s.session is None or s.size_report is None:
+            return
+        self.metrics.value = size_html(s.size_report) + metric_html(s.eval_report, s.last_report, s.evaluating, s.session)
+
+    def _show_histogram(self) -> None:
+        s = self.state
+        if s.session is None or not s.selected:
+            return
+        result = s.session.compressed(s.selected, s.plan.spec_for(s.selected), s.plan.huffman)
+        update_histogram(self.histogram, histogram_data(result, s.selected))
+
+    def _show_history(self) -> None:
+        points = self.state.history
+        current = next((i for i, p in enumerate(points) if p.plan == self.state.plan), None)
+        update_history(self.history, points, current)
+
+    def _history_clicked(self, trace: Any, points: Any, _selector: Any) -> None:
+        if not points.point_inds:
+            return
+        index = points.point_inds[0]
+        if trace.name == "Pareto front":
+            index = trace.customdata[index]
+        self.state.restore(int(index))
+
+    def _busy(self, busy: bool) -> None:
+        self.state.evaluating = busy
+        self.busy.value = (
+            "<span class='studio-busy-on'>⏳ evaluating…</span>" if busy else "<span class='studio-busy-off'>✓ up to date</span>"
+        )
+
+    def _async_error(self, text: str) -> None:
+        self.state.error = text
+
+    def _show_error(self, text: str) -> None:
+        self.error.value = f"<div class='studio-error'>⚠ {html.escape(text)}</div>" if text else ""
+
+    # -- for scripts and tests ------------------------------------------------------
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until the newest plan has been evaluated."""
+        return self.evaluator.wait(timeout)

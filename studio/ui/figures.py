@@ -1,0 +1,171 @@
+"""Figures as pure functions: data in, numbers or Plotly figures out.
+
+Two ``FigureWidget``s are built once per Studio (each ships plotly.js to the page) and
+updated in place with ``batch_update``; everything else is HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from ..engine import CompressedWeight
+from .state import HistoryPoint, pareto_front
+
+MAX_LEVEL_BARS = 300
+FONT = dict(size=15)
+
+
+@dataclass(frozen=True)
+class HistogramData:
+    centers: np.ndarray
+    width: float
+    float_counts: np.ndarray  # weights that are kept
+    pruned_counts: np.ndarray  # weights that pruning set to zero
+    clipped_counts: np.ndarray  # kept weights outside their quantization range
+    levels: np.ndarray  # the values the weights snap to (empty when too many to draw)
+    level_counts: np.ndarray
+    quant_counts: np.ndarray  # the compressed weights binned like the float ones
+    threshold: float | None  # largest pruned magnitude (unstructured pruning)
+    title: str
+
+
+def histogram_data(result: CompressedWeight, layer: str, bins: int = 60) -> HistogramData:
+    w = result.float_view
+    keep = result.keep if result.keep is not None else torch.ones_like(w, dtype=torch.bool)
+    lo, hi = float(w.min()), float(w.max())
+    if lo == hi:
+        lo, hi = lo - 1.0, hi + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    wn = w.numpy()
+    kn = keep.numpy()
+    float_counts = np.histogram(wn[kn], edges)[0]
+    pruned_counts = np.histogram(wn[~kn], edges)[0]
+    clipped = np.zeros_like(kn)
+    if result.uniform is not None:
+        u = result.uniform
+        zp = u.zero_point.numpy().astype(np.float64)
+        scale = u.scale.numpy().astype(np.float64)
+        rows = w.shape[0] if scale.size > 1 else 1
+        view = wn.reshape(rows, -1)
+        low = ((u.qmin - zp) * scale)[:, None]
+        high = ((u.qmax - zp) * scale)[:, None]
+        half = (scale / 2)[:, None]
+        clipped = ((view < low - half) | (view > high + half)).reshape(wn.shape) & kn
+    clipped_counts = np.histogram(wn[clipped], edges)[0]
+    deq = result.dequant_view.numpy()
+    quant_counts = np.histogram(deq, edges)[0]
+    levels, level_counts = np.unique(deq[kn], return_counts=True)
+    if len(levels) > MAX_LEVEL_BARS:
+        levels, level_counts = np.array([]), np.array([])
+    threshold = result.prune_threshold if result.spec.prune_method == "unstructured" else None
+    sqnr = "exact" if result.sqnr_db is None else f"SQNR {result.sqnr_db:.1f} dB"
+    title = f"{layer}: {result.spec.label()} · {sqnr}"
+    if result.sparsity > 0:
+        title += f" · {result.sparsity:.0%} zero"
+    if clipped.any():
+        title += f" · {int(clipped.sum())} clipped"
+    return HistogramData(
+        centers=(edges[:-1] + edges[1:]) / 2,
+        width=float(edges[1] - edges[0]),
+        float_counts=float_counts,
+        pruned_counts=pruned_counts,
+        clipped_counts=clipped_counts,
+        levels=levels,
+        level_counts=level_counts,
+        quant_counts=quant_counts,
+        threshold=threshold,
+        title=title,
+    )
+
+
+def histogram_figure() -> go.FigureWidget:
+    fig = go.FigureWidget(
+        data=[
+            go.Bar(name="float weights", marker_color="#9aa5b1"),
+            go.Bar(name="pruned to 0", marker_color="#f0c987"),
+            go.Bar(name="clipped", marker_color="#d64545"),
+            go.Bar(name="quantized levels", marker_color="#1f6fd1", yaxis="y2", opacity=0.85),
+        ]
+    )
+    fig.update_layout(
+        barmode="overlay",
+        height=330,
+        margin=dict(l=50, r=50, t=40, b=40),
+        font=FONT,
+        title=dict(text="", font=dict(size=15)),
+        legend=dict(orientation="h", y=-0.18),
+        yaxis=dict(title="float count"),
+        yaxis2=dict(title="level count", overlaying="y", side="right", showgrid=False),
+        xaxis=dict(title="weight value"),
+        bargap=0,
+    )
+    return fig
+
+
+def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
+    level_width = data.width / 4 if len(data.levels) else data.width
+    with fig.batch_update():
+        for trace, counts in zip(fig.data[:3], (data.float_counts, data.pruned_counts, data.clipped_counts)):
+            trace.x = data.centers
+            trace.y = counts
+            trace.width = data.width
+        levels = fig.data[3]
+        if len(data.levels):
+            levels.x, levels.y, levels.name = data.levels, data.level_counts, "quantized levels"
+        else:
+            levels.x, levels.y, levels.name = data.centers, data.quant_counts, "quantized values"
+        levels.width = level_width
+        fig.layout.title.text = data.title
+        fig.layout.shapes = (
+            []
+            if data.threshold is None
+            else [
+                dict(
+                    type="rect", xref="x", yref="paper", x0=-data.threshold, x1=data.threshold, y0=0, y1=1,
+                    fillcolor="#f0c987", opacity=0.25, line_width=0, layer="below",
+                )
+            ]
+        )
+
+
+def history_figure() -> go.FigureWidget:
+    fig = go.FigureWidget(
+        data=[
+            go.Scatter(name="evaluated plans", mode="markers", marker=dict(size=11, color="#9aa5b1")),
+            go.Scatter(name="Pareto front", mode="lines+markers", line=dict(color="#1f6fd1", width=2), marker=dict(size=12, color="#1f6fd1")),
+            go.Scatter(name="current plan", mode="markers", marker=dict(size=20, symbol="star", color="#e8590c")),
+        ]
+    )
+    fig.update_layout(
+        height=330,
+        margin=dict(l=60, r=20, t=30, b=40),
+        font=FONT,
+        xaxis=dict(title="size (KB)"),
+        yaxis=dict(title="metric (%)"),
+        legend=dict(orientation="h", y=-0.22),
+        clickmode="event",
+    )
+    return fig
+
+
+def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: int | None) -> None:
+    xs = [p.size_bytes / 1000 for p in points]
+    ys = [100 * p.metric for p in points]
+    labels = [p.label for p in points]
+    front = pareto_front(points)
+    with fig.batch_update():
+        fig.data[0].x, fig.data[0].y, fig.data[0].text = xs, ys, labels
+        fig.data[0].hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>click to restore</extra>"
+        fig.data[1].x = [xs[i] for i in front]
+        fig.data[1].y = [ys[i] for i in front]
+        fig.data[1].text = [labels[i] for i in front]
+        fig.data[1].customdata = front
+        fig.data[1].hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>Pareto: click to restore</extra>"
+        if current is None:
+            fig.data[2].x, fig.data[2].y = [], []
+        else:
+            fig.data[2].x, fig.data[2].y = [xs[current]], [ys[current]]

@@ -1,0 +1,154 @@
+"""The Studio's one state object: a traitlets model with no widgets in it.
+
+Views observe it and call its verbs; it never touches a widget. Every plan change
+goes through ``set_plan``, which keeps undo/redo and recomputes sizes at once (the
+engine's ``Session.size`` runs no forward pass). Measured reports arrive through
+``accept`` and are taken as current only when they are for the current plan.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import traitlets
+
+from ..engine import Plan, Report, Session
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One evaluated plan: a point on size against metric."""
+
+    plan: Plan
+    size_bytes: int
+    metric: float
+    label: str
+
+
+def describe_plan(plan: Plan) -> str:
+    text = plan.default.label()
+    if plan.overrides:
+        text += f" + {len(plan.overrides)} layer override{'s' if len(plan.overrides) > 1 else ''}"
+    return text
+
+
+def pareto_front(points: list[HistoryPoint]) -> list[int]:
+    """Indices of the points no other point beats on both size (smaller) and metric (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i].size_bytes, -points[i].metric))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i].metric > best:
+            front.append(i)
+            best = points[i].metric
+    return front
+
+
+class StudioState(traitlets.HasTraits):
+    session = traitlets.Instance(Session, allow_none=True)
+    source = traitlets.Unicode("")  # what is loaded: a sample name or a file name
+    plan = traitlets.Instance(Plan, default_value=Plan())
+    size_report = traitlets.Instance(Report, allow_none=True)
+    eval_report = traitlets.Instance(Report, allow_none=True)  # measured, for the current plan only
+    last_report = traitlets.Instance(Report, allow_none=True)  # the newest measured report, maybe stale
+    evaluating = traitlets.Bool(False)
+    selected = traitlets.Unicode("")
+    history = traitlets.List()
+    error = traitlets.Unicode("")
+    can_undo = traitlets.Bool(False)
+    can_redo = traitlets.Bool(False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._undo: list[Plan] = []
+        self._redo: list[Plan] = []
+        self._coalesce: Any = None
+        self._lock = threading.RLock()
+
+    # -- loading ----------------------------------------------------------------
+    def load(self, session: Session, source: str) -> None:
+        """Switch to a new model; the plan starts in float and history starts empty."""
+        with self._lock, self.hold_trait_notifications():  # observers see the new model whole
+            self._undo.clear()
+            self._redo.clear()
+            self._coalesce = None
+            self.history = []
+            self.last_report = None
+            self.error = ""
+            self.source = source
+            self.session = session
+            self.selected = session.layer_names[0]
+            self._apply(Plan())
+
+    # -- plan changes ------------------------------------------------------------
+    def set_plan(self, plan: Plan, coalesce: Any = None) -> None:
+        """Make ``plan`` current. Consecutive changes with the same ``coalesce`` key
+        (one slider being dragged) make a single undo step."""
+        with self._lock:
+            if plan == self.plan:
+                return
+            if coalesce is None or coalesce != self._coalesce:
+                self._undo.append(self.plan)
+            self._coalesce = coalesce
+            self._redo.clear()
+            self._apply(plan)
+
+    def set_layer(self, name: str, **changes: Any) -> None:
+        key = (name, tuple(sorted(changes)))
+        self.set_plan(self.plan.with_layer(name, **changes), coalesce=key)
+
+    def set_all(self, **changes: Any) -> None:
+        key = ("*", tuple(sorted(changes)))
+        self.set_plan(self.plan.with_all(**changes), coalesce=key)
+
+    def undo(self) -> None:
+        with self._lock:
+            if not self._undo:
+                return
+            self._redo.append(self.plan)
+            self._coalesce = None
+            self._apply(self._undo.pop())
+
+    def redo(self) -> None:
+        with self._lock:
+            if not self._redo:
+                return
+            self._undo.append(self.plan)
+            self._coalesce = None
+            self._apply(self._redo.pop())
+
+    def reset(self) -> None:
+        self.set_plan(Plan())
+        self._coalesce = None
+
+    def restore(self, index: int) -> None:
+        """Make the plan of history point ``index`` current again."""
+        if not 0 <= index < len(self.history):
+            raise ValueError(f"there is no history point {index}")
+        self.set_plan(self.history[index].plan)
+        self._coalesce = None
+
+    def select(self, name: str) -> None:
+        if self.session is not None:
+            self.session.layer(name)  # ValueError for unknown names
+        self.selected = name
+
+    def _apply(self, plan: Plan) -> None:
+        size = self.session.size(plan) if self.session is not None else None
+        self.eval_report = None
+        self.can_undo = bool(self._undo)
+        self.can_redo = bool(self._redo)
+        self.size_report = size
+        self.plan = plan
+
+    # -- results -------------------------------------------------------------------
+    def accept(self, report: Report) -> None:
+        """A measured report arrived (from any thread)."""
+        with self._lock:
+            self.last_report = report
+            if not any(p.plan == report.plan for p in self.history):
+                point = HistoryPoint(report.plan, report.size_bytes, float(report.metric), describe_plan(report.plan))
+                self.history = [*self.history, point]
+            if report.plan == self.plan:
+                self.eval_report = report

@@ -1,0 +1,66 @@
+"""Evaluation off the kernel's main thread, where the newest request always wins.
+
+``submit(plan)`` returns at once. A worker thread evaluates the newest plan; a plan
+submitted while another is running cancels it through the engine's ``cancel``
+callable, so no stale result is ever delivered as current.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ..engine import Cancelled, Plan, Report, Session
+
+
+class Evaluator:
+    def __init__(
+        self,
+        on_result: Callable[[Report], None],
+        on_error: Callable[[str], None],
+        on_busy: Callable[[bool], None],
+    ) -> None:
+        self._on_result = on_result
+        self._on_error = on_error
+        self._on_busy = on_busy
+        self._cond = threading.Condition()
+        self._job: tuple[int, Session, Plan] | None = None
+        self._generation = 0
+        self._running = False
+        self._thread = threading.Thread(target=self._loop, name="studio-evaluator", daemon=True)
+        self._thread.start()
+
+    def submit(self, session: Session, plan: Plan) -> None:
+        with self._cond:
+            self._generation += 1
+            self._job = (self._generation, session, plan)
+            self._on_busy(True)  # inside the lock, so it can never land after the worker's False
+            self._cond.notify_all()
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until no evaluation is pending or running (for tests and scripts)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._job is None and not self._running, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._job is not None)
+                generation, session, plan = self._job
+                self._job = None
+                self._running = True
+            try:
+                report = session.evaluate(plan, cancel=lambda: self._generation != generation)
+                if self._generation == generation:
+                    self._on_result(report)
+            except Cancelled:
+                pass
+            except Exception as exc:  # shown in the app; the worker keeps serving
+                if self._generation == generation:
+                    self._on_error(f"evaluation failed: {exc}")
+            finally:
+                with self._cond:
+                    self._running = False
+                    if self._job is None:
+                        self._on_busy(False)
+                    self._cond.notify_all()

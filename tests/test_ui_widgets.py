@@ -1,0 +1,179 @@
+"""Headless widget tests: build the Studio, set widget values in Python, assert on state and figures."""
+
+import base64
+import datetime
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import save
+
+import studio
+from studio.engine import LayerSpec, Plan
+from studio.ui.model_panel import CUSTOM
+
+
+def upload(name: str, content: bytes) -> tuple[dict, ...]:
+    """A FileUpload value as the browser sends it."""
+    when = datetime.datetime.now(datetime.timezone.utc)
+    return ({"name": name, "type": "", "size": len(content), "content": memoryview(content), "last_modified": when},)
+
+
+@pytest.fixture
+def app():
+    app = studio.Studio()
+    assert app.wait(30)
+    return app
+
+
+@pytest.mark.parametrize("name", studio.list_samples())
+def test_each_sample_loads_and_sliders_drive_the_engine(app, name):
+    if name != app.state.source:
+        app.model_panel.picker.value = name
+        assert app.wait(30)
+    state = app.state
+    assert state.source == name and state.eval_report is not None
+    first = state.session.layer_names[0]
+    row = app.layers_panel.rows[first]
+    row.bits.value = 4
+    row.prune.value = 30
+    assert state.plan.spec_for(first) == LayerSpec(bits=4, prune=0.3)
+    assert state.size_report.size_bytes == state.session.size(state.plan).size_bytes  # sizes follow at once
+    assert app.wait(30)
+    expected = state.session.evaluate(state.plan)
+    assert state.eval_report.plan == state.plan
+    assert state.eval_report.metric == pytest.approx(expected.metric)
+    assert f"data-bytes='{expected.size_bytes}'" in app.metrics.value
+    assert f"data-value='{expected.metric:.6f}'" in app.metrics.value
+    # the histogram shows the selected layer's float weights and its quantized levels
+    hist = app.histogram
+    assert first in hist.layout.title.text and "int4" in hist.layout.title.text
+    numel = torch.Size(state.session.layer(first).weight_shape).numel()
+    assert sum(hist.data[0].y) + sum(hist.data[1].y) == numel
+    levels = hist.data[3]
+    assert len(levels.x) <= 7 * state.session.layer(first).channels  # at most 2*7+1 levels per channel, pruned zeros apart
+    assert hist.layout.shapes  # the pruning threshold is shaded
+
+
+def test_histogram_counts_every_weight(app):
+    state = app.state
+    app.layers_panel.rows["fc2"].select.click()
+    assert state.selected == "fc2"
+    app.layers_panel.rows["fc2"].prune.value = 40
+    hist = app.histogram
+    assert sum(hist.data[0].y) + sum(hist.data[1].y) == 300 * 100
+    assert sum(hist.data[1].y) == 12000  # 40% pruned
+    assert app.layers_panel.rows["fc2"].select.button_style == "info"
+
+
+def test_undo_redo_reset(app):
+    state, rows = app.state, app.layers_panel.rows
+    rows["fc1"].bits.value = 4
+    rows["fc1"].bits.value = 3  # one drag: coalesced into one undo step
+    rows["fc1"].prune.value = 50
+    rows["fc2"].bits.value = 2
+    panel = app.layers_panel
+    panel.undo.click()
+    assert state.plan.spec_for("fc2").bits is None and rows["fc2"].bits.value == 32
+    panel.undo.click()
+    assert state.plan.spec_for("fc1") == LayerSpec(bits=3)
+    assert rows["fc1"].prune.value == 0
+    panel.undo.click()
+    assert state.plan == Plan() and panel.undo.disabled
+    panel.redo.click()
+    panel.redo.click()
+    assert state.plan.spec_for("fc1") == LayerSpec(bits=3, prune=0.5)
+    panel.reset.click()
+    assert state.plan == Plan()
+    panel.undo.click()
+    assert state.plan.spec_for("fc1") == LayerSpec(bits=3, prune=0.5)
+
+
+def test_all_layers_controls(app):
+    panel, state = app.layers_panel, app.state
+    panel.all_bits.value = 6
+    panel.all_prune.value = 20
+    assert state.plan == Plan.uniform(6, prune=0.2)
+    assert all(row.bits.value == 6 and row.prune.value == 20 for row in panel.rows.values())
+    panel.all_mode.value = "k-means"
+    assert state.plan == Plan.uniform(6, prune=0.2, cluster=True)
+
+
+def test_history_restore_and_newest_wins(app):
+    state = app.state
+    rows = app.layers_panel.rows
+    rows["fc1"].bits.value = 2
+    assert app.wait(30)
+    rows["fc1"].bits.value = 8
+    assert app.wait(30)
+    for bits in (2, 3, 4, 5, 6, 7):  # rapid moves: only the newest may end up current
+        rows["fc2"].bits.value = bits
+    assert app.wait(30)
+    assert state.eval_report.plan == state.plan and state.plan.spec_for("fc2").bits == 7
+    plans = [p.plan for p in state.history]
+    assert Plan() in plans and Plan().with_layer("fc1", bits=2) in plans
+    target = plans.index(Plan().with_layer("fc1", bits=2))
+    # a click on a history point restores that plan
+    trace = app.history.data[0]
+
+    class Points:
+        point_inds = [target]
+
+    app._history_clicked(trace, Points(), None)
+    assert state.plan == Plan().with_layer("fc1", bits=2)
+    assert rows["fc1"].bits.value == 2
+    current = app.history.data[2]
+    assert list(current.x) == [state.history[target].size_bytes / 1000]
+    front = app.history.data[1].customdata
+    assert len(front) >= 1
+
+
+def test_bad_upload_shows_a_message_and_the_app_keeps_working(app):
+    panel = app.model_panel
+    panel.model_upload.value = upload("evil.pt", b"garbage!!")
+    panel.load_button.click()
+    assert "could not load the upload" in panel.message.value
+    assert "could not load" in app.error.value
+    assert app.state.source == "digits-mlp"  # the old model and plan are still there
+    app.layers_panel.rows["fc1"].bits.value = 5
+    assert app.wait(30) and app.state.eval_report.plan.spec_for("fc1").bits == 5
+    panel.model_upload.value = upload("notes.txt", b"hi")
+    panel.load_button.click()
+    assert "not a supported file" in panel.message.value
+
+
+def test_good_upload_of_sample_weights(app, samples):
+    data = save(samples["digits-cnn"].model.state_dict())
+    app.model_panel.model_upload.value = upload("mine.safetensors", data)
+    app.model_panel.load_button.click()
+    assert app.wait(30)
+    assert app.state.source == "mine.safetensors"
+    assert app.state.session.layer_names[0] == "features.0"
+    assert app.state.eval_report.metric == pytest.approx(samples["digits-cnn"].float_accuracy)
+    assert app.model_panel.model_upload.value == ()
+
+
+def test_export_links_hold_the_plan_and_keep_it(app):
+    app.layers_panel.rows["fc1"].bits.value = 3
+    plan = app.state.plan
+    app.export_panel.button.click()
+    href = re.search(r"href='data:application/json;base64,([^']+)'", app.export_panel.links.value).group(1)
+    assert Plan.from_dict(json.loads(base64.b64decode(href))) == plan
+    app.export_panel.format.value = "torch"
+    app.export_panel.button.click()
+    assert "digits-mlp-compressed.safetensors" in app.export_panel.links.value
+    assert app.state.plan == plan
+
+
+def test_studio_on_your_own_model_and_session(tiny):
+    model, data = tiny
+    app = studio.Studio(model, data)
+    assert app.wait(30)
+    assert app.model_panel.picker.value == CUSTOM
+    assert app.state.session.layer_names == ["0", "2"]
+    session = studio.Session(model, data)
+    app2 = studio.Studio(session)
+    assert app2.state.session is session
+    broken = studio.Studio(model, (torch.randn(4, 3), None))
+    assert "does not fit the model" in broken.error.value
