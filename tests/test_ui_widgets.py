@@ -177,3 +177,11 @@ def test_studio_on_your_own_model_and_session(tiny):
     assert app2.state.session is session
     broken = studio.Studio(model, (torch.randn(4, 3), None))
     assert "does not fit the model" in broken.error.value
+
+
+def test_projector_mode_enlarges_text(app):
+    app.projector.value = True
+    assert "studio-projector" in app._dom_classes
+    assert app.histogram.layout.font.size == 20 and app.history.layout.font.size == 20
+    app.projector.value = False
+    assert "studio-projector" not in app._dom_classes and app.histogram.layout.font.size == 15

@@ -15,7 +15,7 @@ import ipywidgets as W
 from ..engine import Report, Session
 from ..samples import list_samples
 from .export_panel import ExportPanel
-from .figures import histogram_data, histogram_figure, history_figure, update_histogram, update_history
+from .figures import histogram_data, histogram_figure, history_figure, set_font_size, update_histogram, update_history
 from .html import layer_bars_html, metric_html, size_html
 from .layers_panel import LayersPanel
 from .model_panel import ModelPanel
@@ -93,6 +93,7 @@ class Studio(W.VBox):
 
     def _projector(self, change: dict[str, Any]) -> None:
         (self.add_class if change["new"] else self.remove_class)("studio-projector")
+        set_font_size((self.histogram, self.history), 20 if change["new"] else 15)
 
     # -- state changes -----------------------------------------------------------------
     def _load_session(self, session: Session, source: str) -> None:

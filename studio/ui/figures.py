@@ -6,6 +6,7 @@ updated in place with ``batch_update``; everything else is HTML.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,17 @@ from ..engine import CompressedWeight
 from .state import HistoryPoint, pareto_front
 
 MAX_LEVEL_BARS = 300
+
+
+def sync_initial_state(fig: go.FigureWidget) -> None:
+    """Keep the state a new view starts from current.
+
+    A FigureWidget refreshes ``_widget_data``/``_widget_layout`` only when displayed on
+    its own (``_repr_mimebundle_``); inside a VBox, updates made before the page loads
+    would be lost. The front end ignores later changes of these traits (its do_data is
+    a no-op), so live views are not drawn twice."""
+    fig._widget_layout = deepcopy(fig._layout_obj._props)
+    fig._widget_data = deepcopy(fig._data)
 FONT = dict(size=15)
 
 
@@ -61,6 +73,8 @@ def histogram_data(result: CompressedWeight, layer: str, bins: int = 60) -> Hist
     levels, level_counts = np.unique(deq[kn], return_counts=True)
     if len(levels) > MAX_LEVEL_BARS:
         levels, level_counts = np.array([]), np.array([])
+    if result.spec.bits is None:  # left in float: nothing snaps anywhere
+        quant_counts = np.zeros_like(quant_counts)
     threshold = result.prune_threshold if result.spec.prune_method == "unstructured" else None
     sqnr = "exact" if result.sqnr_db is None else f"SQNR {result.sqnr_db:.1f} dB"
     title = f"{layer}: {result.spec.label()} · {sqnr}"
@@ -93,11 +107,11 @@ def histogram_figure() -> go.FigureWidget:
     )
     fig.update_layout(
         barmode="overlay",
-        height=330,
-        margin=dict(l=50, r=50, t=40, b=40),
+        height=360,
+        margin=dict(l=55, r=55, t=40, b=95),
         font=FONT,
         title=dict(text="", font=dict(size=15)),
-        legend=dict(orientation="h", y=-0.18),
+        legend=dict(orientation="h", y=-0.3),
         yaxis=dict(title="float count"),
         yaxis2=dict(title="level count", overlaying="y", side="right", showgrid=False),
         xaxis=dict(title="weight value"),
@@ -130,6 +144,16 @@ def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
                 )
             ]
         )
+    sync_initial_state(fig)
+
+
+def set_font_size(figures: tuple[go.FigureWidget, ...], size: int) -> None:
+    """Projector mode: larger text in the figures too."""
+    for fig in figures:
+        with fig.batch_update():
+            fig.layout.font.size = size
+            fig.layout.title.font.size = size
+        sync_initial_state(fig)
 
 
 def history_figure() -> go.FigureWidget:
@@ -141,12 +165,12 @@ def history_figure() -> go.FigureWidget:
         ]
     )
     fig.update_layout(
-        height=330,
-        margin=dict(l=60, r=20, t=30, b=40),
+        height=340,
+        margin=dict(l=60, r=20, t=20, b=90),
         font=FONT,
         xaxis=dict(title="size (KB)"),
         yaxis=dict(title="metric (%)"),
-        legend=dict(orientation="h", y=-0.22),
+        legend=dict(orientation="h", y=-0.3),
         clickmode="event",
     )
     return fig
@@ -169,3 +193,4 @@ def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: in
             fig.data[2].x, fig.data[2].y = [], []
         else:
             fig.data[2].x, fig.data[2].y = [xs[current]], [ys[current]]
+    sync_initial_state(fig)

@@ -11,10 +11,10 @@ PART_COLORS = {"codes": "#1f6fd1", "scales": "#7048e8", "index": "#f08c00", "oth
 
 def fmt_bytes(n: float) -> str:
     if n < 1000:
-        return f"{int(n)} B"
+        return f"{int(n)}\u00a0B"
     if n < 1_000_000:
-        return f"{n / 1000:.2f} KB"
-    return f"{n / 1_000_000:.2f} MB"
+        return f"{n / 1000:.2f}\u00a0KB"
+    return f"{n / 1_000_000:.2f}\u00a0MB"
 
 
 def fmt_metric(value: float, name: str) -> str:

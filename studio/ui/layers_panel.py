@@ -29,19 +29,24 @@ class LayerRow:
 
     def __init__(self, index: int, name: str, kind: str, params: int, on_change: Callable, on_select: Callable) -> None:
         self.name = name
-        self.select = W.Button(description=name, tooltip=f"show {name} in the histogram", layout=W.Layout(width="170px"))
+        self.select = W.Button(
+            description=name, tooltip=f"{name}: {kind}, {params:,} parameters. Click to show its histogram.", layout=W.Layout(width="140px")
+        )
         self.select.add_class("studio-layer-select")
         self.select.on_click(lambda _: on_select(name))
-        self.bits = W.SelectionSlider(options=BIT_OPTIONS, value=32, continuous_update=True, layout=W.Layout(width="210px"))
+        self.bits = W.SelectionSlider(
+            options=BIT_OPTIONS, value=32, continuous_update=True, layout=W.Layout(width="175px"), style={"description_width": "0px"}
+        )
         self.bits.add_class("studio-bits")
-        self.prune = W.IntSlider(value=0, min=0, max=95, step=5, continuous_update=True, layout=W.Layout(width="190px"))
+        self.prune = W.IntSlider(
+            value=0, min=0, max=95, step=5, continuous_update=True, layout=W.Layout(width="155px"), style={"description_width": "0px"}
+        )
         self.prune.add_class("studio-prune")
-        self.mode = W.Dropdown(options=MODES, value="uniform", layout=W.Layout(width="105px"))
-        self.size = W.HTML(layout=W.Layout(width="85px"))
+        self.mode = W.Dropdown(options=MODES, value="uniform", layout=W.Layout(width="95px"))
+        self.size = W.HTML(layout=W.Layout(width="80px"))
         self.size.add_class("studio-layer-size")
-        self.sqnr = W.HTML(layout=W.Layout(width="75px"))
-        info = W.HTML(f"<span class='studio-dim'>{kind} · {params:,}</span>", layout=W.Layout(width="150px"))
-        self.box = W.HBox([self.select, info, self.bits, self.prune, self.mode, self.size, self.sqnr])
+        self.sqnr = W.HTML(layout=W.Layout(width="70px"))
+        self.box = W.HBox([self.select, self.bits, self.prune, self.mode, self.size, self.sqnr])
         self.box.add_class("studio-row")
         self.box.add_class(f"studio-row-{index}")
         self._syncing = False
@@ -90,9 +95,9 @@ class LayersPanel:
             button.on_click(lambda _, verb=verb: verb())
             button.add_class(f"studio-{button.description.lower()}")
         header = W.HTML(
-            "<div class='studio-rowhead'><span style='width:170px'>layer</span><span style='width:150px'>kind · params</span>"
-            "<span style='width:210px'>bits</span><span style='width:190px'>prune %</span><span style='width:105px'>mode</span>"
-            "<span style='width:85px'>size</span><span style='width:75px'>SQNR</span></div>"
+            "<div class='studio-rowhead'><span style='width:144px'>layer</span>"
+            "<span style='width:179px'>bits</span><span style='width:159px'>prune %</span><span style='width:99px'>mode</span>"
+            "<span style='width:84px'>size</span><span style='width:70px'>SQNR</span></div>"
         )
         self.rows_box = W.VBox(layout=W.Layout(max_height="520px", overflow="auto"))
         self.widget = W.VBox(

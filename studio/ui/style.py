@@ -14,6 +14,8 @@ CSS = """<style>
 .studio-parts { width: 100%; background: #f1f3f5; border-radius: 3px; overflow: hidden; white-space: nowrap; font-size: 0; }
 .studio-rowhead { display: flex; font-weight: 600; color: #52606d; font-size: 0.9em; }
 .studio-rowhead span { display: inline-block; padding-left: 4px; }
+.studio-row .widget-readout { min-width: 3.2em; }
+.studio-row { align-items: center; }
 .studio-barrow { display: flex; align-items: center; gap: 6px; margin: 1px 0; }
 .studio-barname { width: 150px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; font-size: 0.9em; }
 .studio-bartrack { position: relative; flex: 1; height: 12px; background: #f8f9fa; }
