@@ -26,7 +26,7 @@ chromium:
 
 app: $(STAMP)
 	JUPYTER_PATH=$(CURDIR)/apps/jupyter $(VENV)/bin/voila apps/studio.ipynb --no-browser --port=$(PORT) --Voila.ip=127.0.0.1 \
-	  --template=studio \
+	  --template=studio --preheat_kernel=True --pool_size=1 \
 	  --MappingKernelManager.cull_idle_timeout=900 --MappingKernelManager.cull_interval=60 \
 	  --Voila.tornado_settings="{'websocket_max_message_size': 209715200}" \
 	  --VoilaConfiguration.file_allowlist="['downloads/[0-9a-f]{32}/[A-Za-z0-9_.-]+']"

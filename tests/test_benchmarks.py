@@ -15,3 +15,17 @@ def test_engine_benchmark_prints_a_row_per_sample():
     rows = [line.split() for line in out.splitlines()[1:]]
     assert [r[0] for r in rows] == ["digits-mlp", "digits-cnn", "digits-resnet", "digits-vit"]
     assert all(float(v) > 0 for r in rows for v in r[1:])
+
+
+def test_browser_benchmark_prints_its_figures():
+    import pytest
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Chromium is not installed")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_browser.py"), "--trials", "1", "--samples", "digits-mlp"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "first usable slider" in out
+    row = [line for line in out.splitlines() if line.startswith("digits-mlp")][0].split()
+    assert float(row[1]) > 0 and float(row[2]) > 0

@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def voila_server(notebook: str = "apps/studio.ipynb", timeout: float = 120) -> Iterator[str]:
+def voila_server(notebook: str = "apps/studio.ipynb", timeout: float = 120, preheat: bool = False) -> Iterator[str]:
     """Start Voilà as `make app` does (same template and settings) and yield its URL."""
     port = free_port()
     env = dict(os.environ, JUPYTER_PATH=str(ROOT / "apps" / "jupyter"))
@@ -41,6 +41,8 @@ def voila_server(notebook: str = "apps/studio.ipynb", timeout: float = 120) -> I
         "--MappingKernelManager.cull_interval=60",
         "--Voila.tornado_settings={'websocket_max_message_size': 209715200}",
     ]
+    if preheat:
+        cmd += ["--preheat_kernel=True", "--pool_size=1"]
     log = open(ROOT / "test-artifacts" / "voila.log", "w") if (ROOT / "test-artifacts").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
