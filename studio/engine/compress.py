@@ -59,12 +59,18 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
 
 
 def compress_view(
-    view: torch.Tensor, spec: LayerSpec, huffman: bool, other_bytes: int, float_width: int = 32
+    view: torch.Tensor,
+    spec: LayerSpec,
+    huffman: bool,
+    other_bytes: int,
+    float_width: int = 32,
+    extra_scale_bytes: int = 0,
 ) -> CompressedWeight:
     """Compress a channel view (out_channels, fan_in) of a weight.
 
     ``other_bytes`` is what the layer stores besides its weight (the bias);
-    ``float_width`` is the bits a weight left in float takes (its own dtype).
+    ``float_width`` is the bits a weight left in float takes (its own dtype);
+    ``extra_scale_bytes`` counts other quantization parameters the layer stores.
     """
     view = view.detach().to(torch.float32).cpu()
     keep = prune_mask(view, spec.prune, spec.prune_method)
@@ -115,6 +121,7 @@ def compress_view(
         n_scales = uniform.scale.numel()
         scale_bytes = 4 * n_scales + (0 if spec.symmetric else n_scales)  # fp32 scales, int8 zero-points
 
+    scale_bytes += extra_scale_bytes  # e.g. the activations' scales and zero-points
     size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)
     return CompressedWeight(
         spec=spec,

@@ -23,6 +23,7 @@ MAX_PRUNE = 0.99
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 PLAN_FORMAT_VERSION = 1
+CALIBRATION_METHODS = ("minmax", "percentile", "mse", "kl")
 
 
 def parse_nm(method: str) -> tuple[int, int] | None:
@@ -46,6 +47,8 @@ class LayerSpec:
     prune_method:  "unstructured", "structured" (whole output channels by L2 norm),
                    or an N:M pattern such as "2:4" (applied when prune > 0).
     cluster:       weight sharing: k-means to 2**bits shared values instead of a grid.
+    act_bits:      quantize the layer's input and output activations to 8 bits
+                   (asymmetric uint8) or 16 bits (symmetric int16); None keeps them float.
     """
 
     bits: int | None = None
@@ -55,6 +58,7 @@ class LayerSpec:
     prune: float = 0.0
     prune_method: str = "unstructured"
     cluster: bool = False
+    act_bits: int | None = None
 
     def __post_init__(self) -> None:
         bits = self.bits
@@ -92,6 +96,8 @@ class LayerSpec:
                 )
         if self.cluster and self.bits not in INT_BITS:
             raise ValueError("cluster=True needs bits in 2..8 (the codebook has 2**bits entries)")
+        if self.act_bits not in (None, 8, 16):
+            raise ValueError(f"act_bits must be 8, 16 or None (float activations); got {self.act_bits!r}")
 
     @property
     def is_float(self) -> bool:
@@ -114,6 +120,8 @@ class LayerSpec:
             text += f", {self.prune:.0%} pruned"
             if self.prune_method != "unstructured":
                 text += f" ({self.prune_method})"
+        if self.act_bits:
+            text += f", a{self.act_bits}"
         return text
 
     def replace(self, **changes: Any) -> "LayerSpec":
@@ -151,10 +159,13 @@ class Plan:
     default: LayerSpec = field(default_factory=LayerSpec)
     overrides: tuple[tuple[str, LayerSpec], ...] = ()
     huffman: bool = True
+    calibration: str = "minmax"
 
     def __post_init__(self) -> None:
         if not isinstance(self.default, LayerSpec):
             raise ValueError("Plan.default must be a LayerSpec")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(f"calibration must be one of {CALIBRATION_METHODS}; got {self.calibration!r}")
         items = dict(self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides)
         for name, spec in items.items():
             if not isinstance(name, str) or not isinstance(spec, LayerSpec):
@@ -166,7 +177,22 @@ class Plan:
     def uniform(cls, bits: int | None = 8, **settings: Any) -> "Plan":
         """Every compressible layer gets the same spec."""
         huffman = settings.pop("huffman", True)
-        return cls(default=LayerSpec(bits=bits, **settings), huffman=huffman)
+        calibration = settings.pop("calibration", "minmax")
+        return cls(default=LayerSpec(bits=bits, **settings), huffman=huffman, calibration=calibration)
+
+    @classmethod
+    def preset(cls, name: str, session: Any = None) -> "Plan":
+        """A named plan: dynamic-range, full-integer, float16, 16x8 or deep-compression.
+        ``session`` lets a preset treat layer kinds differently."""
+        from .presets import preset
+
+        return preset(name, session)
+
+    @staticmethod
+    def presets() -> list[str]:
+        from .presets import PRESETS
+
+        return list(PRESETS)
 
     def with_layer(self, name: str, spec: LayerSpec | None = None, **changes: Any) -> "Plan":
         """A new plan in which layer ``name`` gets ``spec`` (or its current spec with ``changes``)."""
@@ -205,6 +231,10 @@ class Plan:
 
     # -- queries ------------------------------------------------------------------
     @property
+    def quantizes_activations(self) -> bool:
+        return bool(self.default.act_bits) or any(spec.act_bits for _, spec in self.overrides)
+
+    @property
     def layers(self) -> dict[str, LayerSpec]:
         """The per-layer overrides, by layer name."""
         return dict(self.overrides)
@@ -228,13 +258,14 @@ class Plan:
             "default": self.default.to_dict(),
             "layers": {name: spec.to_dict() for name, spec in self.overrides},
             "huffman": self.huffman,
+            "calibration": self.calibration,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
         if not isinstance(data, Mapping):
             raise ValueError(f"a plan must be a JSON object; got {type(data).__name__}")
-        allowed = {"version", "default", "layers", "huffman"}
+        allowed = {"version", "default", "layers", "huffman", "calibration"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown plan key(s) {sorted(unknown)}; valid: {sorted(allowed)}")
@@ -248,6 +279,7 @@ class Plan:
             default=LayerSpec.from_dict(data.get("default", {})),
             overrides=tuple((str(k), LayerSpec.from_dict(v)) for k, v in layers.items()),
             huffman=bool(data.get("huffman", True)),
+            calibration=str(data.get("calibration", "minmax")),
         )
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -22,7 +22,10 @@ from torch import nn
 from .compress import CompressedWeight, compress_view
 from .export import export as export_to
 from .export import unfold_weight
+from .activations import ActQParams, ActStats, choose_qparams
 from .data import OutputFn, call_model, default_output, describe_inputs, to_batches, to_device
+from .data import _slice as slice_inputs
+from .hooks import install_act_hooks
 from .layers import LAYER_KINDS, LayerInfo, find_bn_pairs, find_layers, fold_bn as fold_batchnorm, replace_module
 from .metrics import FidelityAccumulator, MetricFn, paired_delta_stderr, top1_correct
 from .plan import LayerSpec, Plan
@@ -31,6 +34,7 @@ from .quantize import channel_view, from_channel_view
 from .report import LayerReport, Report
 
 CACHE_BYTES = 1 << 30
+CALIBRATION_SAMPLES = 256
 FLOAT_SPEC = LayerSpec()
 
 
@@ -69,6 +73,8 @@ class Session:
                 ``.logits``, or the first tensor of a tuple/dict).
     device:     "cpu" or "cuda".
     fold_bn:    fold BatchNorm into the preceding convolution/linear layer.
+    calibration_data: batches for activation ranges (same forms as eval_data);
+                default: the first CALIBRATION_SAMPLES samples of the eval data.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Session:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         fold_bn: bool = True,
+        calibration_data: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -142,6 +149,16 @@ class Session:
         self._cache_bytes = 0
 
         self._batches = to_batches(eval_data, batch_size)
+        if calibration_data is None:
+            self._calibration = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in self._batches[:1]]
+        else:
+            self._calibration = to_batches(calibration_data, batch_size, what="calibration_data")
+        self._act_stats: dict[tuple[str, str], ActStats] | None = None
+        self._act_active: dict[str, tuple[ActQParams | None, ActQParams | None]] = {}
+        self.supports_activations = not isinstance(self._work, torch.jit.ScriptModule)
+        if self.supports_activations:
+            for name, module in self._modules.items():
+                install_act_hooks(module, lambda name=name: self._act_active.get(name, (None, None)))
         self.has_targets = self._batches[0][1] is not None
         self._reference: list[torch.Tensor] = []
         self._baseline_correct: torch.Tensor | None = None
@@ -237,7 +254,11 @@ class Session:
         bias = getattr(module, "bias", None)
         other = bias.numel() * bias.element_size() if isinstance(bias, torch.Tensor) else 0
         float_width = 8 * module.weight.element_size()
-        result = compress_view(self._views[name], spec, huffman, other, float_width)
+        extra = 0
+        if spec.act_bits:
+            per_tensor = 4 + (1 if spec.act_bits == 8 else 2)  # fp32 scale and a zero-point
+            extra = per_tensor * (1 if self._info[name].kind == "Embedding" else 2)
+        result = compress_view(self._views[name], spec, huffman, other, float_width, extra)
         cost = 3 * result.float_view.numel() * 4
         with self._cache_lock:
             self._cache[key] = result
@@ -313,6 +334,7 @@ class Session:
         results = self._compress_all(plan, cancel)
         with self._work_lock:
             check(cancel)
+            self._set_activations(plan)
             self._load_weights(results)
             outputs = []
             total = len(self._batches)
@@ -339,7 +361,79 @@ class Session:
         results = self._compress_all(plan)
         with self._work_lock:
             self._load_weights(results)
-            return copy.deepcopy(self._work)
+            model = copy.deepcopy(self._work)
+            acts = self.activation_params(plan)
+        for name, module in model.named_modules():
+            if name in self._info and self.supports_activations:
+                module._forward_pre_hooks.clear()
+                module._forward_hooks.clear()
+                if name in acts:
+                    install_act_hooks(module, lambda q=acts[name]: q)
+        return model
+
+    # -- activations ----------------------------------------------------------------
+    @torch.no_grad()
+    def _calibrate(self) -> dict[tuple[str, str], ActStats]:
+        """Run the calibration set through the float model, twice: ranges, then histograms."""
+        if self._act_stats is not None:
+            return self._act_stats
+        with self._work_lock:
+            saved = dict(self._act_active)
+            self._act_active.clear()
+            self._load_weights({n: self.compressed(n, FLOAT_SPEC) for n in self.layer_names})
+            stats: dict[tuple[str, str], ActStats] = {}
+            for name in self.layer_names:
+                stats[(name, "in")] = ActStats()
+                stats[(name, "out")] = ActStats()
+            for phase in ("observe_range", "observe_hist"):
+                handles = []
+                for name, module in self._modules.items():
+                    def pre(mod, args, name=name, phase=phase):  # noqa: ANN001
+                        if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                            getattr(stats[(name, "in")], phase)(args[0].detach())
+
+                    def post(mod, args, out, name=name, phase=phase):  # noqa: ANN001
+                        if isinstance(out, torch.Tensor):
+                            getattr(stats[(name, "out")], phase)(out.detach())
+
+                    handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+                try:
+                    for inputs, _ in self._calibration:
+                        call_model(self._work, to_device(inputs, self.device))
+                finally:
+                    for handle in handles:
+                        handle.remove()
+            self._act_active.update(saved)
+            self._act_stats = {k: v for k, v in stats.items() if v.hist is not None}
+            return self._act_stats
+
+    def activation_params(self, plan: Plan) -> dict[str, tuple[ActQParams | None, ActQParams | None]]:
+        """Per layer with act_bits: the (input, output) activation quantization parameters."""
+        if not plan.quantizes_activations:
+            return {}
+        if not self.supports_activations:
+            raise ValueError(
+                "activation quantization needs an eager PyTorch model (TorchScript modules take no hooks); "
+                "load the weights into the architecture (safetensors) or set act_bits=None"
+            )
+        stats = self._calibrate()
+        params = {}
+        for name in self.layer_names:
+            bits = plan.spec_for(name).act_bits
+            if not bits:
+                continue
+            q_in = stats.get((name, "in"))
+            q_out = stats.get((name, "out"))
+            params[name] = (
+                choose_qparams(q_in, bits, plan.calibration) if q_in is not None else None,
+                choose_qparams(q_out, bits, plan.calibration) if q_out is not None else None,
+            )
+        return params
+
+    def _set_activations(self, plan: Plan) -> None:
+        params = self.activation_params(plan)
+        self._act_active.clear()
+        self._act_active.update(params)
 
     def dequantized_state_dict(self, plan: Plan) -> dict[str, torch.Tensor]:
         """The original model's state dict with ``plan``'s dequantized weights (BatchNorm
