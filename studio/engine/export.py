@@ -64,6 +64,13 @@ def export_torch(session: "Session", plan: Plan) -> bytes:
     return save(session.dequantized_state_dict(plan))
 
 
+@register_exporter("onnx", ".onnx")
+def export_onnx_format(session: "Session", plan: Plan) -> bytes:
+    from .onnx_export import export_onnx
+
+    return export_onnx(session, plan)
+
+
 def export_bytes(session: "Session", plan: Plan, format: str) -> tuple[bytes, str]:
     """The exported file's bytes and its usual suffix."""
     if format not in EXPORTERS:

@@ -371,6 +371,35 @@ class Session:
                     install_act_hooks(module, lambda q=acts[name]: q)
         return model
 
+    def compress_plan(self, plan: Plan) -> dict[str, CompressedWeight]:
+        """Every layer's compressed weight under ``plan`` (cached per layer and spec)."""
+        return self._compress_all(plan)
+
+    def float_model(self) -> nn.Module:
+        """A copy of the working model (BatchNorm folded) with float weights and no hooks."""
+        with self._work_lock:
+            self._load_weights({n: self.compressed(n, FLOAT_SPEC) for n in self.layer_names})
+            model = copy.deepcopy(self._work)
+        if self.supports_activations:
+            for name in self.layer_names:
+                module = model.get_submodule(name)
+                module._forward_pre_hooks.clear()
+                module._forward_hooks.clear()
+        return model
+
+    def example_inputs(self, n: int = 2) -> Any:
+        """The first ``n`` eval inputs, e.g. for tracing an export."""
+        return slice_inputs(self._batches[0][0], 0, n)
+
+    def batches(self) -> list[tuple[Any, torch.Tensor | None]]:
+        """The fixed eval batches."""
+        return list(self._batches)
+
+    def score(self, outputs: list[torch.Tensor]) -> tuple[float, Any]:
+        """Score outputs (one tensor per eval batch) as ``evaluate`` does: (metric, fidelity)."""
+        metric, _, fid = self._score(outputs)
+        return metric, fid.result()
+
     # -- activations ----------------------------------------------------------------
     @torch.no_grad()
     def _calibrate(self) -> dict[tuple[str, str], ActStats]:

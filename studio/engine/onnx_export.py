@@ -1,0 +1,236 @@
+"""ONNX export with QuantizeLinear/DequantizeLinear, reproducing the studio's numbers.
+
+The float working model (BatchNorm folded) is exported with PyTorch's TorchScript-based
+exporter, which keeps parameter names as initializer names. Then, per layer:
+- integer weights (2..8 bits, uniform) become integer codes plus a DequantizeLinear
+  (per output channel, or per tensor) whose output takes the weight's old name; codes
+  of 4 bits or fewer are stored as INT4/UINT4, others as INT8/UINT8;
+- float16 weights become a float16 initializer and a Cast;
+- k-means (clustered) weights have no QDQ form and stay float32, holding exactly the
+  shared values; float layers stay float32;
+- quantized activations get a QuantizeLinear -> DequantizeLinear pair on the layer's
+  input (for that layer only) and on its output (for every consumer), as the studio's
+  hooks do.
+Everything else stays float. ONNX's QuantizeLinear divides by the scale and rounds half
+to even, as the studio's activation quantizer does.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+
+from .plan import LayerSpec, Plan
+
+if TYPE_CHECKING:
+    from .session import Session
+
+OPSET = 21
+INT4_MAX_BITS = 4
+
+
+@dataclass(frozen=True)
+class LayerRuntime:
+    """How one layer's choices run in a target runtime."""
+
+    weights: str  # how the weight is stored in the exported file
+    exact: bool  # the runtime computes exactly what the studio simulates
+    native: bool  # the runtime executes the choice as such (no widening, no float fallback)
+    note: str
+
+
+def onnx_layer_runtime(spec: LayerSpec) -> LayerRuntime:
+    """What ONNX Runtime does with one layer's spec."""
+    act = f"; activations {'uint8' if spec.act_bits == 8 else 'int16'} QDQ" if spec.act_bits else ""
+    prune = "; pruned zeros are stored dense (no sparse format)" if spec.prune > 0 else ""
+    if spec.bits is None:
+        return LayerRuntime("float32", True, True, "left in float" + prune + act)
+    if spec.bits == 16:
+        return LayerRuntime("float16 + Cast", True, True, "float16 weights, computed in float32" + prune + act)
+    if spec.cluster:
+        return LayerRuntime(
+            "float32 (shared values)", True, False,
+            f"k-means codebooks have no ONNX form: {2**spec.bits} shared values stored as float32 (exact, no size saving)" + prune + act,
+        )
+    store = "int4" if spec.bits <= INT4_MAX_BITS else "int8"
+    if not spec.symmetric:
+        store = "u" + store
+    native = spec.bits in (4, 8)
+    note = f"{spec.bits}-bit codes stored as {store} DequantizeLinear" + ("" if native else f" (exact, but {4 if spec.bits <= 4 else 8} bits a weight in the file)")
+    return LayerRuntime(f"{store} QDQ", True, native, note + prune + act)
+
+
+def _input_names(inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, dict[int, str]]]:
+    if isinstance(inputs, torch.Tensor):
+        args, names = (inputs,), ["input"]
+    elif isinstance(inputs, Mapping):
+        args, names = (), list(inputs)
+    else:
+        args, names = tuple(inputs), [f"input_{i}" for i in range(len(inputs))]
+    return args, names, {n: {0: "batch"} for n in names}
+
+
+def _export_float(session: "Session") -> "Any":
+    import onnx
+
+    model = session.float_model()
+    sample = session.example_inputs()
+    args, names, axes = _input_names(sample)
+    kwargs = dict(sample) if isinstance(sample, Mapping) else None
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, args, buf, kwargs=kwargs, dynamo=False, opset_version=OPSET, do_constant_folding=False,
+            input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+class _Graph:
+    """Small helpers over an onnx GraphProto."""
+
+    def __init__(self, graph: Any) -> None:
+        self.g = graph
+        self.inits = {init.name: init for init in graph.initializer}
+        self.counter = 0
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}__studio{self.counter}"
+
+    def consumers(self, tensor: str) -> list[Any]:
+        return [n for n in self.g.node if tensor in n.input]
+
+    def producer(self, tensor: str) -> Any:
+        return next((n for n in self.g.node if tensor in n.output), None)
+
+    def add_init(self, name: str, array: np.ndarray, dtype: int | None = None) -> None:
+        from onnx import helper, numpy_helper
+
+        if dtype is None:
+            self.g.initializer.append(numpy_helper.from_array(array, name))
+        else:  # INT4/UINT4: make_tensor packs the values
+            self.g.initializer.append(helper.make_tensor(name, dtype, array.shape, array.flatten().tolist()))
+
+    def insert_before(self, node: Any, new: Any) -> None:
+        nodes = list(self.g.node)
+        idx = nodes.index(node)
+        self.g.node.insert(idx, new)
+
+
+def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...]) -> None:
+    from onnx import TensorProto, helper
+
+    key = f"{name}.weight" if name else "weight"
+    init = graph.inits.get(key)
+    if init is None:
+        return
+    spec: LayerSpec = result.spec
+    graph.g.initializer.remove(init)
+    first = graph.consumers(key)[0]
+    if spec.bits == 16:
+        half = graph.fresh(key + "_fp16")
+        weight = _weight_array(result, axis, weight_shape).astype(np.float16)
+        graph.add_init(half, weight)
+        graph.insert_before(first, helper.make_node("Cast", [half], [key], to=TensorProto.FLOAT))
+        return
+    if spec.bits is None or spec.cluster:
+        graph.add_init(key, _weight_array(result, axis, weight_shape))
+        return
+    u = result.uniform
+    per_channel = u.scale.numel() > 1
+    codes = result.codes.reshape(_moved_shape(weight_shape, axis)).movedim(0, axis).numpy()
+    small = spec.bits <= INT4_MAX_BITS
+    if spec.symmetric:
+        dtype, npdtype = (TensorProto.INT4, np.int8) if small else (TensorProto.INT8, np.int8)
+    else:
+        dtype, npdtype = (TensorProto.UINT4, np.uint8) if small else (TensorProto.UINT8, np.uint8)
+    q_name, s_name, z_name = graph.fresh(key + "_q"), graph.fresh(key + "_scale"), graph.fresh(key + "_zp")
+    graph.add_init(q_name, codes.astype(npdtype), dtype if small else None)
+    scale = u.scale.numpy().astype(np.float32)
+    zp = u.zero_point.numpy().astype(npdtype)
+    if not per_channel:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    graph.add_init(s_name, scale)
+    graph.add_init(z_name, zp, dtype if small else None)
+    attrs = {"axis": axis} if per_channel else {}
+    graph.insert_before(first, helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [key], **attrs))
+
+
+def _moved_shape(shape: tuple[int, ...], axis: int) -> list[int]:
+    dims = list(shape)
+    return [dims[axis]] + dims[:axis] + dims[axis + 1 :]
+
+
+def _weight_array(result: Any, axis: int, weight_shape: tuple[int, ...]) -> np.ndarray:
+    view = result.dequant_view.reshape(_moved_shape(weight_shape, axis))
+    return view.movedim(0, axis).contiguous().numpy().astype(np.float32)
+
+
+def _qdq_nodes(graph: _Graph, src: str, dst: str, q: Any) -> list[Any]:
+    """QuantizeLinear(src) -> DequantizeLinear -> dst, with the scale and zero-point initializers."""
+    from onnx import helper
+
+    npdtype = np.uint8 if q.qmax <= 255 else np.int16
+    s_name, z_name, quant = graph.fresh(src + "_scale"), graph.fresh(src + "_zp"), graph.fresh(src + "_q")
+    graph.add_init(s_name, np.array(q.scale, dtype=np.float32))
+    graph.add_init(z_name, np.array(q.zero_point, dtype=npdtype))
+    return [
+        helper.make_node("QuantizeLinear", [src, s_name, z_name], [quant]),
+        helper.make_node("DequantizeLinear", [quant, s_name, z_name], [dst]),
+    ]
+
+
+def _compute_node(graph: _Graph, key: str) -> Any:
+    """The node doing the layer's work: Conv/Gemm/Gather on the weight, or MatMul after a Transpose/Cast."""
+    node = graph.consumers(key)[0]
+    while node.op_type in ("Transpose", "Cast", "DequantizeLinear"):
+        node = graph.consumers(node.output[0])[0]
+    return node
+
+
+def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out: Any, has_bias: bool) -> None:
+    key = f"{name}.weight" if name else "weight"
+    node = _compute_node(graph, key)
+    if q_in is not None and kind != "Embedding":  # the input, for this layer only
+        quantized = graph.fresh(node.input[0] + "_dq")
+        for new in _qdq_nodes(graph, node.input[0], quantized, q_in):
+            graph.insert_before(node, new)
+        node.input[0] = quantized
+    if q_out is None:
+        return
+    last = node  # the output, after the bias (a separate Add when Linear runs as MatMul)
+    bias_key = f"{name}.bias" if name else "bias"
+    if has_bias and bias_key not in node.input:
+        last = next((n for n in graph.consumers(bias_key) if n.op_type == "Add"), node)
+    out = last.output[0]
+    raw = graph.fresh(out + "_float")
+    last.output[0] = raw
+    idx = list(graph.g.node).index(last) + 1
+    for offset, new in enumerate(_qdq_nodes(graph, raw, out, q_out)):
+        graph.g.node.insert(idx + offset, new)
+
+
+def export_onnx(session: "Session", plan: Plan) -> bytes:
+    """The ONNX bytes of ``plan`` applied to the session's model."""
+    import onnx
+
+    model = _export_float(session)
+    graph = _Graph(model.graph)
+    results = session.compress_plan(plan)
+    acts = session.activation_params(plan)
+    for info in session.layers:
+        graph.inits = {init.name: init for init in model.graph.initializer}
+        _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape)
+    for info in session.layers:
+        if info.name in acts:
+            q_in, q_out = acts[info.name]
+            _quantize_activations(graph, info.name, info.kind, q_in, q_out, info.has_bias)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
