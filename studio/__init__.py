@@ -12,10 +12,10 @@ are imported only when asked for.
 from typing import Any
 
 from .engine import Cancelled, LayerSpec, Plan, Report, Session
-from .loading import load_model
+from .loading import load_compressed, load_model
 from .samples import list_samples, load_sample
 
-__all__ = ["Cancelled", "LayerSpec", "Plan", "Report", "Session", "Studio", "list_samples", "load_model", "load_sample"]
+__all__ = ["Cancelled", "LayerSpec", "Plan", "Report", "Session", "Studio", "list_samples", "load_compressed", "load_model", "load_sample"]
 __version__ = "0.1.0"
 
 

@@ -154,3 +154,49 @@ def load_data(path: str | Path) -> tuple[Any, torch.Tensor | None]:
 
     inputs = {k: as_tensor(v) for k, v in inputs.items()} if isinstance(inputs, Mapping) else as_tensor(inputs)
     return inputs, None if targets is None else as_tensor(targets)
+
+
+def load_compressed(path: str | Path, arch: Arch = None) -> nn.Module:
+    """Load a ``.studio`` file as an ``nn.Module`` whose outputs equal the studio's simulated model.
+
+    The architecture is rebuilt (a sample architecture is found by its layer names and
+    shapes; otherwise pass ``arch=``), its BatchNorms folded as the studio did, the
+    decoded weights loaded, and the activation quantizers installed.
+    """
+    from .engine.hooks import install_act_hooks
+    from .engine.layers import replace_module
+    from .engine.studio_format import read
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no studio file at {path}")
+    decoded = read(path.read_bytes())
+
+    def folded(candidate: nn.Module) -> nn.Module:
+        for layer_name, bn_name in decoded.folds:
+            replace_module(candidate, bn_name, nn.Identity())
+            layer = candidate.get_submodule(layer_name)
+            if layer.bias is None:
+                layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0]))
+        return candidate
+
+    if arch is None:
+        for spec in SAMPLES.values():
+            try:
+                candidate = folded(spec.build())
+            except (AttributeError, KeyError):  # this sample has no such module
+                continue
+            if _matches(candidate, decoded.state):
+                model = candidate
+                break
+        else:
+            raise ValueError("this studio file is not of a sample architecture; pass arch=<an nn.Module of the right architecture>")
+    else:
+        model = folded(_build(arch))
+    try:
+        model.load_state_dict(decoded.state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the studio file does not fit the architecture ({str(exc)[:300]})") from None
+    for name, pair in decoded.acts.items():
+        install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+    return model.eval()

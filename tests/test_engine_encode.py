@@ -78,7 +78,7 @@ def test_parts_add_up_for_every_spec(cnn_session):
         LayerSpec(bits=6, granularity="tensor", symmetric=False, clip="mse"),
     ]:
         report = cnn_session.size(Plan(default=spec))
-        assert report.size_bytes == sum(l.codes + l.scales + l.index + l.other for l in report.layers.values()) + report.rest_bytes
+        assert report.size_bytes == sum(l.codes + l.scales + l.index + l.other for l in report.layers.values()) + report.rest_bytes + report.container_bytes
         assert sum(report.parts().values()) == report.size_bytes
 
 

@@ -42,7 +42,7 @@ def test_mlp_4bit_half_pruned_compresses_8x(mlp_session):
     for layer in report.layers.values():
         assert layer.total == layer.codes + layer.scales + layer.index + layer.other
         assert layer.sparsity == pytest.approx(0.5, abs=1e-3)
-    assert report.size_bytes == sum(l.total for l in report.layers.values()) + report.rest_bytes
+    assert report.size_bytes == sum(l.total for l in report.layers.values()) + report.rest_bytes + report.container_bytes
 
 
 def test_never_mutates_the_users_model(samples):

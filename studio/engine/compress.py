@@ -36,6 +36,7 @@ class CompressedWeight:
     codebook: torch.Tensor | None
     size: LayerSize
     sqnr_db: float | None
+    stream: StreamSpec | None = None  # what the stored codes are, for writers
 
     @property
     def sparsity(self) -> float:
@@ -133,4 +134,5 @@ def compress_view(
         codebook=codebook,
         size=size,
         sqnr_db=sqnr_db(view, dequant),
+        stream=stream,
     )

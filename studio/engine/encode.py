@@ -37,6 +37,7 @@ class LayerSize:
     other: int
     codes_encoding: str = "packed"
     index_encoding: str = "dense"
+    entries: int = 0  # codes stored (kept weights, filler zeros included)
 
     @property
     def total(self) -> int:
@@ -84,6 +85,7 @@ class _Candidate:
     index: int
     codes_encoding: str
     index_encoding: str
+    entries: int
 
     @property
     def total(self) -> int:
@@ -107,7 +109,8 @@ def _relative(stream: StreamSpec, keep_flat: np.ndarray, sym_flat: np.ndarray | 
         filler_rows = (starts + step * span) // cols
         code_symbols = np.concatenate([sym_flat[pos], stream.zero_symbol[filler_rows]])
     codes, codes_enc = stream_bytes(code_symbols, len(pos) + n_fill, stream.width, stream.alphabet, huffman)
-    return _Candidate(codes, index, codes_enc, f"relative-{r}bit" + ("+huffman" if index_enc == "huffman" else ""))
+    index_name = f"relative-{r}bit" + ("+huffman" if index_enc == "huffman" else "")
+    return _Candidate(codes, index, codes_enc, index_name, len(pos) + n_fill)
 
 
 def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool, scale_bytes: int, other_bytes: int) -> LayerSize:
@@ -119,11 +122,11 @@ def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool,
 
     def dense() -> _Candidate:
         codes, enc = stream_bytes(sym_flat, numel, stream.width, stream.alphabet, huffman)
-        return _Candidate(codes, 0, enc, "dense")
+        return _Candidate(codes, 0, enc, "dense", numel)
 
     if keep is None:
         best = dense()
-        return LayerSize(best.codes, scale_bytes, 0, other_bytes, best.codes_encoding, best.index_encoding)
+        return LayerSize(best.codes, scale_bytes, 0, other_bytes, best.codes_encoding, best.index_encoding, best.entries)
 
     keep_np = keep.numpy()
     keep_flat = keep_np.reshape(-1)
@@ -133,11 +136,11 @@ def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool,
     rows_all_or_none = bool(np.all(keep_np.all(axis=1) | ~keep_np.any(axis=1)))
     if rows_all_or_none:
         codes, enc = stream_bytes(kept_syms, n_kept, stream.width, stream.alphabet, huffman)
-        candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask"))
+        candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask", n_kept))
     codes, enc = stream_bytes(kept_syms, n_kept, stream.width, stream.alphabet, huffman)
-    candidates.append(_Candidate(codes, math.ceil(numel / 8), enc, "bitmask"))
+    candidates.append(_Candidate(codes, math.ceil(numel / 8), enc, "bitmask", n_kept))
     if stream.zero_symbol is not None or stream.alphabet is None:
         for r in range(1, MAX_GAP_BITS + 1):
             candidates.append(_relative(stream, keep_flat, sym_flat, cols, huffman, r))
     best = min(candidates, key=lambda c: c.total)
-    return LayerSize(best.codes, scale_bytes, best.index, other_bytes, best.codes_encoding, best.index_encoding)
+    return LayerSize(best.codes, scale_bytes, best.index, other_bytes, best.codes_encoding, best.index_encoding, best.entries)

@@ -5,6 +5,9 @@ place, so a failed export never leaves a half-written file.
 
 Formats:
 - ``plan``:  the plan as JSON (reapply with ``Plan.from_json``).
+- ``studio``: the studio's own compressed file (``studio.load_compressed`` reads it);
+             its size is the report's ``size_bytes``.
+- ``onnx``:  ONNX with QuantizeLinear/DequantizeLinear (see ``onnx_export``).
 - ``torch``: a safetensors state dict of the dequantized weights with the original
              model's keys, loadable into the original architecture for fine-tuning.
              Weights of layers whose BatchNorm was folded are un-folded again
@@ -62,6 +65,13 @@ def export_torch(session: "Session", plan: Plan) -> bytes:
     from safetensors.torch import save
 
     return save(session.dequantized_state_dict(plan))
+
+
+@register_exporter("studio", ".studio")
+def export_studio(session: "Session", plan: Plan) -> bytes:
+    from .studio_format import write
+
+    return write(session, plan)
 
 
 @register_exporter("onnx", ".onnx")

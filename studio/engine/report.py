@@ -71,6 +71,9 @@ class LayerReport:
 class Report:
     """The result of ``Session.evaluate`` (or, with ``measured=False``, of ``Session.size``).
 
+    ``size_bytes`` is the size of the studio file: every layer's parts, the other
+    tensors (``rest_bytes``) and the file's own header (``container_bytes``).
+
     ``metric`` is None when only sizes were computed. Accuracy-like metrics are
     fractions in [0, 1]. ``delta_stderr`` is the paired standard error of ``delta``
     over the eval samples (None for custom metrics); a delta within
@@ -89,6 +92,7 @@ class Report:
     delta_stderr: float | None = None
     fidelity: Fidelity | None = None
     seconds: float = 0.0
+    container_bytes: int = 0  # the studio file's magic, length and header
 
     @property
     def measured(self) -> bool:
@@ -110,7 +114,7 @@ class Report:
 
     def parts(self) -> dict[str, int]:
         """Bytes of the whole model by part; they add up to ``size_bytes``."""
-        parts = {"codes": 0, "scales": 0, "index": 0, "other": self.rest_bytes}
+        parts = {"codes": 0, "scales": 0, "index": 0, "other": self.rest_bytes + self.container_bytes}
         for layer in self.layers.values():
             parts["codes"] += layer.codes
             parts["scales"] += layer.scales
@@ -132,6 +136,7 @@ class Report:
             "delta_stderr": self.delta_stderr,
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "seconds": self.seconds,
+            "container_bytes": self.container_bytes,
         }
 
     @classmethod

@@ -32,6 +32,7 @@ from .plan import LayerSpec, Plan
 from .progress import CancelFn, ProgressFn, check, report
 from .quantize import channel_view, from_channel_view
 from .report import LayerReport, Report
+from .studio_format import container_bytes
 
 CACHE_BYTES = 1 << 30
 CALIBRATION_SAMPLES = 256
@@ -139,11 +140,8 @@ class Session:
             )
         self.layers: list[LayerInfo] = infos
         self._info = {info.name: info for info in infos}
-        rest = {}
-        for key, tensor in work.state_dict(keep_vars=True).items():
-            if id(tensor) not in layer_tensors:
-                rest[key] = tensor
-        self.rest_bytes = tensor_bytes(rest)
+        self._rest = {k: t for k, t in work.state_dict(keep_vars=True).items() if id(t) not in layer_tensors}
+        self.rest_bytes = sum(t.numel() * t.element_size() for t in self._rest.values())
         self._current: dict[str, LayerSpec] = {info.name: FLOAT_SPEC for info in infos}
         self._cache: OrderedDict[tuple[str, LayerSpec, bool], CompressedWeight] = OrderedDict()
         self._cache_bytes = 0
@@ -310,12 +308,14 @@ class Session:
 
     def _report(self, plan: Plan, results: dict[str, CompressedWeight], **measured: Any) -> Report:
         layers = self._layer_reports(results)
+        container = container_bytes(self, plan, results)
         return Report(
             plan=plan,
             layers=layers,
-            size_bytes=sum(layer.total for layer in layers.values()) + self.rest_bytes,
+            size_bytes=sum(layer.total for layer in layers.values()) + self.rest_bytes + container,
             float_size_bytes=self.float_size_bytes,
             rest_bytes=self.rest_bytes,
+            container_bytes=container,
             metric_name=self.metric_name,
             baseline_metric=self.baseline_metric,
             **measured,
@@ -370,6 +370,14 @@ class Session:
                 if name in acts:
                     install_act_hooks(module, lambda q=acts[name]: q)
         return model
+
+    def rest_tensors(self) -> dict[str, torch.Tensor]:
+        """The working model's tensors outside the compressible layers' weights and biases."""
+        return dict(self._rest)
+
+    def layer_bias(self, name: str) -> torch.Tensor | None:
+        bias = getattr(self._modules[name], "bias", None)
+        return bias if isinstance(bias, torch.Tensor) else None
 
     def compress_plan(self, plan: Plan) -> dict[str, CompressedWeight]:
         """Every layer's compressed weight under ``plan`` (cached per layer and spec)."""

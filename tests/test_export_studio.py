@@ -1,0 +1,75 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import studio
+from studio.engine import LayerSpec, Plan
+from studio.engine.bitstream import huffman_decode, huffman_encode, pack, unpack
+from studio.engine.huffman import huffman_bytes
+
+PLANS = {
+    "full-integer": lambda s: Plan.preset("full-integer", s),
+    "float16": lambda s: Plan.preset("float16", s),
+    "deep-compression": lambda s: Plan.preset("deep-compression", s),
+    "mixed": lambda s: Plan.uniform(8).with_layer(s.layer_names[0], bits=3).with_layer(s.layer_names[1], bits=4, prune=0.5),
+    "structured-asym": lambda s: Plan.uniform(5, prune=0.3, prune_method="structured", symmetric=False, granularity="tensor"),
+    "2:4-float": lambda s: Plan.uniform(None, prune=0.5, prune_method="2:4"),
+    "16x8-mse": lambda s: Plan.uniform(6, act_bits=16, clip="mse", calibration="mse"),
+}
+
+
+@pytest.mark.parametrize("name", studio.list_samples())
+@pytest.mark.parametrize("plan_name", list(PLANS))
+def test_studio_file_is_the_reported_size_and_reproduces_the_model(samples, tmp_path, name, plan_name):
+    sample = samples[name]
+    session = studio.Session(sample.model, sample.eval_data)
+    plan = PLANS[plan_name](session)
+    path = session.export(plan, tmp_path / "m.studio", format="studio")
+    report = session.size(plan)
+    assert os.path.getsize(path) == report.size_bytes
+    model = studio.load_compressed(path)
+    x = sample.eval_data[0][:128]
+    with torch.no_grad():
+        assert torch.equal(model(x), session.compressed_model(plan)(x))
+
+
+@pytest.mark.parametrize("width", [1, 3, 5, 8])
+def test_pack_round_trip(width):
+    rng = np.random.default_rng(width)
+    symbols = rng.integers(0, 2**width, 1001)
+    data = pack(symbols, width)
+    assert len(data) == -(-1001 * width // 8)
+    assert np.array_equal(unpack(data, width, 1001), symbols)
+
+
+def test_huffman_round_trip_and_size():
+    rng = np.random.default_rng(0)
+    symbols = np.clip(rng.geometric(0.3, 5000) - 1, 0, 15)
+    data = huffman_encode(symbols, 16)
+    assert len(data) == huffman_bytes(np.bincount(symbols, minlength=16))
+    assert np.array_equal(huffman_decode(data, 16, 5000), symbols)
+
+
+def test_damaged_files_are_refused(tmp_path, mlp_session):
+    path = mlp_session.export(Plan.uniform(4), tmp_path / "m.studio", format="studio")
+    data = path.read_bytes()
+    (tmp_path / "bad.studio").write_bytes(b"NOTSTUDIO" + data[9:])
+    with pytest.raises(ValueError, match="not a studio file"):
+        studio.load_compressed(tmp_path / "bad.studio")
+    (tmp_path / "short.studio").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        studio.load_compressed(tmp_path / "short.studio")
+
+
+def test_custom_architecture_needs_arch(tmp_path, tiny):
+    model, data = tiny
+    session = studio.Session(model, data)
+    plan = Plan.uniform(4).with_layer("2", LayerSpec(bits=8, act_bits=8))
+    path = session.export(plan, tmp_path / "t.studio", format="studio")
+    with pytest.raises(ValueError, match="pass arch="):
+        studio.load_compressed(path)
+    loaded = studio.load_compressed(path, arch=model)
+    with torch.no_grad():
+        assert torch.equal(loaded(data[0]), session.compressed_model(plan)(data[0]))
