@@ -3,6 +3,8 @@
     studio samples
     studio evaluate --model digits-cnn --plan plan.json
     studio evaluate --model model.pt --data eval.npz --bits 4 --prune 0.5 --json
+    studio compress --model digits-cnn --preset full-integer --export out/ --format onnx
+    studio compress --model model.pt --data eval.npz --plan plan.json --export out/ --format studio
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .engine import Plan, Report, Session
+from .engine import Plan, Report, Session, Verification
+from .engine.export import EXPORTERS
 from .loading import load_data, load_model
 from .samples import list_samples, load_sample
 
@@ -32,10 +35,29 @@ def _session(model_arg: str, data_arg: str | None) -> Session:
     return Session(model, data)
 
 
-def _plan(args: argparse.Namespace) -> Plan:
+def _plan(args: argparse.Namespace, session: Session) -> Plan:
+    if args.plan and args.preset:
+        raise ValueError("give either --plan or --preset, not both")
     if args.plan:
-        return Plan.from_json(Path(args.plan).read_text())
+        path = Path(args.plan)
+        if not path.is_file():
+            raise ValueError(f"no plan file at {path}")
+        return Plan.from_json(path.read_text())
+    if args.preset:
+        return Plan.preset(args.preset, session)
     return Plan.uniform(args.bits, prune=args.prune)
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"evaluating batch {done}/{total}", file=sys.stderr)
+
+
+def format_verification(v: "Verification") -> str:
+    return (
+        f"verified {v.path} in {v.runtime}: {v.metric_name} {v.metric:.4f} (studio {v.studio_metric:.4f}, "
+        f"gap {v.metric_gap:+.4f}); file {v.file_bytes} B (studio estimate {v.estimated_bytes} B); "
+        f"latency {v.latency_ms:.1f} ms per eval pass (float {v.float_latency_ms:.1f} ms)"
+    )
 
 
 def format_report(report: Report) -> str:
@@ -62,23 +84,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("samples", help="list the bundled sample models")
     ev = sub.add_parser("evaluate", help="evaluate a plan on a model")
-    ev.add_argument("--model", required=True, help="a sample name or a model file")
-    ev.add_argument("--data", help="eval data (.npz or weights-only .pt); samples bring their own")
-    ev.add_argument("--plan", help="a plan JSON file (else --bits/--prune for every layer)")
-    ev.add_argument("--bits", type=int, default=8)
-    ev.add_argument("--prune", type=float, default=0.0)
-    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    co = sub.add_parser("compress", help="evaluate a plan, export the compressed model and verify the file")
+    for cmd in (ev, co):
+        cmd.add_argument("--model", required=True, help="a sample name or a model file")
+        cmd.add_argument("--data", help="eval data (.npz or weights-only .pt); samples bring their own")
+        cmd.add_argument("--plan", help="a plan JSON file (else --preset, or --bits/--prune for every layer)")
+        cmd.add_argument("--preset", help=f"a named plan: {', '.join(Plan.presets())}")
+        cmd.add_argument("--bits", type=int, default=8)
+        cmd.add_argument("--prune", type=float, default=0.0)
+        cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    co.add_argument("--export", required=True, help="the folder (or file) to write")
+    co.add_argument("--format", default="studio", choices=sorted(EXPORTERS))
+    co.add_argument("--no-verify", action="store_true", help="skip running the exported file")
     args = parser.parse_args(argv)
     try:
         if args.command == "samples":
             for name in list_samples():
                 print(name)
             return 0
+        print(f"loading {args.model}", file=sys.stderr)
         session = _session(args.model, args.data)
-        report = session.evaluate(_plan(args), progress=lambda d, t: print(f"evaluating {d}/{t}", file=sys.stderr))
-        print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+        report = session.evaluate(_plan(args, session), progress=_progress)
+        if args.command == "evaluate":
+            print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+            return 0
+        print(f"exporting {args.format}", file=sys.stderr)
+        path = session.export(report.plan, args.export, format=args.format)
+        verification = None
+        if not args.no_verify and args.format != "plan":
+            print(f"verifying {path}", file=sys.stderr)
+            verification = session.verify(path)
+        if args.json:
+            out = {"report": report.to_dict(), "path": str(path)}
+            out["verification"] = verification.to_dict() if verification else None
+            print(json.dumps(out, indent=2))
+        else:
+            print(format_report(report))
+            print(f"wrote {path}")
+            if verification:
+                print(format_verification(verification))
         return 0
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"studio: error: {exc}", file=sys.stderr)
         return 2
 

@@ -29,3 +29,17 @@ def test_browser_benchmark_prints_its_figures():
     assert "first usable slider" in out
     row = [line for line in out.splitlines() if line.startswith("digits-mlp")][0].split()
     assert float(row[1]) > 0 and float(row[2]) > 0
+
+
+def test_export_benchmark_prints_verified_rows():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_exports.py"), "--samples", "digits-cnn"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert len(rows) == 4 * 3
+    for row in rows:
+        studio_acc, export_acc = float(row[3]), float(row[4])
+        assert abs(studio_acc - export_acc) <= 0.3
+        if row[2] == "studio":
+            assert row[5] == row[6]  # the file is exactly the estimated size

@@ -12,6 +12,7 @@ from .plan import LayerSpec, Plan
 from .progress import Cancelled
 from .report import LayerReport, Report
 from .session import Session
+from .verify import Verification
 
 __all__ = [
     "Cancelled",
@@ -24,6 +25,7 @@ __all__ = [
     "Plan",
     "Report",
     "Session",
+    "Verification",
     "compress_view",
     "register_kind",
 ]

@@ -64,7 +64,9 @@ def export_plan(session: "Session", plan: Plan) -> bytes:
 def export_torch(session: "Session", plan: Plan) -> bytes:
     from safetensors.torch import save
 
-    return save(session.dequantized_state_dict(plan))
+    from .verify import plan_metadata
+
+    return save(session.dequantized_state_dict(plan), metadata=plan_metadata(plan))
 
 
 @register_exporter("studio", ".studio")
@@ -93,7 +95,7 @@ def export(session: "Session", plan: Plan, path: str | Path, format: str = "plan
     """Write ``plan`` applied to ``session`` to ``path`` (a file, or a folder to put it in)."""
     data, suffix = export_bytes(session, plan, format)
     path = Path(path)
-    if path.is_dir() or str(path).endswith(os.sep):
+    if path.is_dir() or str(path).endswith(os.sep) or not path.suffix:
         path = path / f"model{suffix}" if format != "plan" else path / "plan.json"
     atomic_write(path, data)
     return path

@@ -232,5 +232,9 @@ def export_onnx(session: "Session", plan: Plan) -> bytes:
         if info.name in acts:
             q_in, q_out = acts[info.name]
             _quantize_activations(graph, info.name, info.kind, q_in, q_out, info.has_bias)
+    from .verify import plan_metadata
+
+    for key, value in plan_metadata(plan).items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model)
     return model.SerializeToString()

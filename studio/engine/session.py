@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from .plan import LayerSpec, Plan
 from .progress import CancelFn, ProgressFn, check, report
 from .quantize import channel_view, from_channel_view
 from .report import LayerReport, Report
+
+if TYPE_CHECKING:
+    from .verify import Verification
 from .studio_format import container_bytes
 
 CACHE_BYTES = 1 << 30
@@ -370,6 +373,37 @@ class Session:
                 if name in acts:
                     install_act_hooks(module, lambda q=acts[name]: q)
         return model
+
+    def fold_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An original-architecture state dict with this session's BatchNorm folds applied."""
+        state = {k: v.clone() for k, v in state.items()}
+        for layer, bn in self.folds:
+            get = lambda key: state.pop(f"{bn}.{key}", None)  # noqa: E731
+            gamma, beta, mean, var = get("weight"), get("bias"), get("running_mean"), get("running_var")
+            get("num_batches_tracked")
+            factor = (gamma if gamma is not None else torch.ones_like(var)) / torch.sqrt(var + self._bn_eps[bn])
+            weight = state[f"{layer}.weight"]
+            state[f"{layer}.weight"] = weight * factor.reshape([-1] + [1] * (weight.dim() - 1))
+            bias = state.get(f"{layer}.bias", torch.zeros_like(mean))
+            state[f"{layer}.bias"] = (bias - mean) * factor + (beta if beta is not None else torch.zeros_like(mean))
+        return state
+
+    def model_from_state(self, state: dict[str, torch.Tensor], acts: dict[str, Any] | None = None) -> nn.Module:
+        """The folded working architecture with ``state`` loaded and activation quantizers installed."""
+        model = self.float_model()
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"the weights do not fit this session's model ({str(exc)[:300]})") from None
+        for name, pair in (acts or {}).items():
+            install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+        return model
+
+    def verify(self, path: str | Path) -> "Verification":
+        """Run an exported file in its own runtime on the eval data; see ``studio.engine.verify``."""
+        from .verify import verify
+
+        return verify(self, path)
 
     def rest_tensors(self) -> dict[str, torch.Tensor]:
         """The working model's tensors outside the compressible layers' weights and biases."""
