@@ -185,3 +185,39 @@ def test_projector_mode_enlarges_text(app):
     assert app.histogram.layout.font.size == 20 and app.history.layout.font.size == 20
     app.projector.value = False
     assert "studio-projector" not in app._dom_classes and app.histogram.layout.font.size == 15
+
+
+def test_presets_and_activation_controls(app):
+    panel, state = app.layers_panel, app.state
+    panel.preset.value = "full-integer"
+    assert state.plan == Plan.preset("full-integer", state.session)
+    assert panel.preset.value == "(choose)" and panel.acts.value == 8
+    panel.calibration.value = "kl"
+    assert state.plan.calibration == "kl"
+    assert app.wait(30) and state.eval_report.plan == state.plan
+    panel.acts.value = 16
+    assert state.plan.default.act_bits == 16
+    panel.undo.click()
+    assert state.plan.default.act_bits == 8 and panel.acts.value == 8
+
+
+@pytest.mark.parametrize("fmt", ["studio", "onnx", "torch"])
+def test_export_verifies_side_by_side(app, fmt):
+    app.layers_panel.preset.value = "full-integer"
+    plan = app.state.plan
+    app.export_panel.format.value = fmt
+    app.export_panel.button.click()
+    html = app.export_panel.verified.value
+    report = app.state.session.size(plan)
+    metric = float(re.search(r"data-metric='([0-9.]+)'", html).group(1))
+    assert metric == pytest.approx(app.state.session.evaluate(plan).metric, abs=0.003)
+    file_bytes = int(re.search(r"data-bytes='([0-9]+)'", html).group(1))
+    if fmt == "studio":
+        assert file_bytes == report.size_bytes
+    assert "latency" in html and app.state.plan == plan
+
+
+def test_onnx_runtime_notes(app):
+    app.layers_panel.rows["fc1"].bits.value = 3
+    app.export_panel.format.value = "onnx"
+    assert "fc1" in app.export_panel.notes.value and "int4" in app.export_panel.notes.value

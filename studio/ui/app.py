@@ -111,6 +111,7 @@ class Studio(W.VBox):
             return
         self.layers_panel.show()
         self._show_histogram()
+        self.export_panel.show_notes()
         self.evaluator.submit(self.state.session, self.state.plan)
 
     def _on_selected(self) -> None:

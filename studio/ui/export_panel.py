@@ -1,20 +1,26 @@
-"""The Export panel: download the plan and the compressed model through links that work in Voilà."""
+"""The Export panel: download the plan or the compressed model through links that work in
+Voilà, then see the exported file verified in its own runtime beside the studio's figures."""
 
 from __future__ import annotations
 
 import base64
 import html
 import secrets
+import tempfile
 from pathlib import Path
 
 import ipywidgets as W
 
+from ..engine import Verification
 from ..engine.export import EXPORTERS, atomic_write, export_bytes
+from ..engine.onnx_export import onnx_layer_runtime
+from .html import fmt_bytes, fmt_metric
 from .state import StudioState
 
 DATA_URI_LIMIT = 2 * 1024 * 1024
 DOWNLOADS = Path("downloads")
-MIME = {".json": "application/json", ".safetensors": "application/octet-stream"}
+MIME = {".json": "application/json"}
+FORMATS = [("plan (JSON)", "plan"), ("studio (compressed)", "studio"), ("ONNX (QDQ)", "onnx"), ("torch (state dict)", "torch")]
 
 
 def download_link(data: bytes, filename: str, label: str) -> str:
@@ -32,31 +38,83 @@ def download_link(data: bytes, filename: str, label: str) -> str:
     )
 
 
+def verification_html(v: Verification) -> str:
+    gap = 100 * v.metric_gap
+    ok = "studio-ok" if abs(gap) <= 0.3 else "studio-bad"
+    size_ratio = v.file_bytes / max(v.estimated_bytes, 1)
+    return (
+        f"<table class='studio-verify'><tr><th></th><th>studio</th><th>exported ({html.escape(v.runtime)})</th></tr>"
+        f"<tr><td>{html.escape(v.metric_name)}</td><td>{fmt_metric(v.studio_metric, v.metric_name)}</td>"
+        f"<td class='{ok}' data-metric='{v.metric:.6f}'>{fmt_metric(v.metric, v.metric_name)} ({gap:+.2f} pts)</td></tr>"
+        f"<tr><td>size</td><td>{fmt_bytes(v.estimated_bytes)}</td><td data-bytes='{v.file_bytes}'>{fmt_bytes(v.file_bytes)} ({size_ratio:.2f}× the estimate)</td></tr>"
+        f"<tr><td>latency / eval pass</td><td>float {v.float_latency_ms:.1f} ms</td><td>{v.latency_ms:.1f} ms</td></tr></table>"
+    )
+
+
+def runtime_notes_html(state: StudioState) -> str:
+    session, plan = state.session, state.plan
+    notes = []
+    for name in session.layer_names:
+        rt = onnx_layer_runtime(plan.spec_for(name))
+        if not rt.native or "dense" in rt.note:
+            notes.append(f"<li><b>{html.escape(name)}</b>: {html.escape(rt.note)}</li>")
+    if not notes:
+        return "<div class='studio-dim'>ONNX Runtime runs every choice of this plan natively.</div>"
+    return "<div class='studio-dim'>In ONNX Runtime:</div><ul class='studio-notes'>" + "".join(notes) + "</ul>"
+
+
 class ExportPanel:
-    HINT = "Download the current plan as JSON, or the model in a format the engine writes. Exporting never changes the plan."
+    HINT = "Download the plan or the compressed model; it is then run in its own runtime and compared with the studio. Exporting never changes the plan."
 
     def __init__(self, state: StudioState) -> None:
         self.state = state
-        self.format = W.Dropdown(options=sorted(EXPORTERS), value="plan", description="format")
+        self.format = W.Dropdown(options=[f for f in FORMATS if f[1] in EXPORTERS], value="plan", description="format")
+        self.format.add_class("studio-format")
         self.button = W.Button(description="Export", button_style="success")
         self.button.add_class("studio-export")
         self.button.on_click(lambda _: self.export())
         self.links = W.HTML()
         self.links.add_class("studio-links")
+        self.verified = W.HTML()
+        self.verified.add_class("studio-verified")
+        self.notes = W.HTML()
         self.widget = W.VBox(
-            [W.HTML(f"<h3>Export</h3><div class='studio-hint'>{self.HINT}</div>"), W.HBox([self.format, self.button]), self.links]
+            [
+                W.HTML(f"<h3>Export</h3><div class='studio-hint'>{self.HINT}</div>"),
+                W.HBox([self.format, self.button]),
+                self.links,
+                self.verified,
+                self.notes,
+            ]
         )
         self.widget.add_class("studio-panel")
+        self.format.observe(lambda _: self.show_notes(), names="value")
+
+    def show_notes(self) -> None:
+        if self.state.session is not None and self.format.value == "onnx":
+            self.notes.value = runtime_notes_html(self.state)
+        else:
+            self.notes.value = ""
 
     def export(self) -> None:
-        session, plan = self.state.session, self.state.plan
+        session, plan, fmt = self.state.session, self.state.plan, self.format.value
         if session is None:
             return
+        self.verified.value = ""
         try:
-            data, suffix = export_bytes(session, plan, self.format.value)
-        except (ValueError, OSError) as exc:
+            data, suffix = export_bytes(session, plan, fmt)
+        except (ValueError, OSError, RuntimeError) as exc:
             self.links.value = f"<div class='studio-error'>⚠ export failed: {html.escape(str(exc))}</div>"
             return
         stem = (self.state.source or "model").rsplit(".", 1)[0]
-        filename = "plan.json" if self.format.value == "plan" else f"{stem}-compressed{suffix}"
-        self.links.value = download_link(data, filename, f"{self.format.value}: {filename}")
+        filename = "plan.json" if fmt == "plan" else f"{stem}-compressed{suffix}"
+        self.links.value = download_link(data, filename, f"{fmt}: {filename}")
+        if fmt == "plan":
+            return
+        with tempfile.TemporaryDirectory(prefix="studio-verify-") as tmp:
+            path = Path(tmp) / filename
+            path.write_bytes(data)
+            try:
+                self.verified.value = verification_html(session.verify(path))
+            except (ValueError, RuntimeError) as exc:
+                self.verified.value = f"<div class='studio-error'>⚠ could not verify: {html.escape(str(exc))}</div>"

@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from ..engine import LayerSpec, Report, Session
+from ..engine import LayerSpec, Plan, Report, Session
+from ..engine.plan import CALIBRATION_METHODS
 from .html import fmt_bytes, sqnr_text
 from .state import StudioState
 
@@ -88,6 +89,14 @@ class LayersPanel:
         self.all_bits.observe(lambda ch: self._set_all(bits=ch["new"]), names="value")
         self.all_prune.observe(lambda ch: self._set_all(prune=ch["new"]), names="value")
         self.all_mode.observe(lambda ch: self._set_all(mode=ch["new"]), names="value")
+        self.preset = W.Dropdown(options=["(choose)"] + Plan.presets(), value="(choose)", description="preset")
+        self.preset.add_class("studio-preset")
+        self.preset.observe(self._preset, names="value")
+        self.acts = W.Dropdown(options=[("float", 0), ("int8", 8), ("int16", 16)], value=0, description="activations")
+        self.acts.add_class("studio-acts")
+        self.acts.observe(lambda ch: self._set_acts(ch["new"]), names="value")
+        self.calibration = W.Dropdown(options=list(CALIBRATION_METHODS), value="minmax", description="calibration")
+        self.calibration.observe(lambda ch: self._set_calibration(ch["new"]), names="value")
         self.reset = W.Button(description="Reset", tooltip="every layer back to float")
         self.undo = W.Button(description="Undo")
         self.redo = W.Button(description="Redo")
@@ -104,6 +113,7 @@ class LayersPanel:
             [
                 W.HTML(f"<h3>Layers</h3><div class='studio-hint'>{self.HINT}</div>"),
                 W.HBox([self.all_bits, self.all_prune, self.all_mode]),
+                W.HBox([self.preset, self.acts, self.calibration]),
                 W.HBox([self.reset, self.undo, self.redo]),
                 header,
                 self.rows_box,
@@ -126,6 +136,25 @@ class LayersPanel:
             changes["cluster"] = mode == "k-means"
         self.state.set_all(**changes)
 
+    def _preset(self, change: dict[str, Any]) -> None:
+        if change["new"] == "(choose)" or self.state.session is None:
+            return
+        self.state.set_plan(Plan.preset(change["new"], self.state.session))
+        self.preset.value = "(choose)"  # a preset is an action: the plan can be edited further
+
+    def _set_acts(self, bits: int) -> None:
+        if self.state.session is None or self._syncing_controls:
+            return
+        try:
+            self.state.set_all(act_bits=bits or None)
+        except ValueError as exc:
+            self.state.error = str(exc)
+
+    def _set_calibration(self, method: str) -> None:
+        if self.state.session is None or self._syncing_controls:
+            return
+        self.state.set_plan(self.state.plan.replace(calibration=method))
+
     def build(self, session: Session) -> None:
         self.rows = {
             info.name: LayerRow(i, info.name, info.kind, info.params, self._on_row_change, self.state.select)
@@ -139,8 +168,16 @@ class LayersPanel:
         except ValueError as exc:
             self.state.error = str(exc)
 
+    _syncing_controls = False
+
     def show(self) -> None:
         plan, report, selected = self.state.plan, self.state.size_report, self.state.selected
+        self._syncing_controls = True
+        try:
+            self.acts.value = plan.default.act_bits or 0
+            self.calibration.value = plan.calibration
+        finally:
+            self._syncing_controls = False
         for name, row in self.rows.items():
             row.show(plan.spec_for(name), report, name == selected)
         self.undo.disabled = not self.state.can_undo

@@ -24,6 +24,9 @@ CSS = """<style>
 .studio-barval { width: 80px; text-align: right; font-size: 0.9em; }
 .studio-busy-on { color: #b35c00; font-weight: 600; }
 .studio-busy-off { color: #1e7b34; }
+.studio-verify { border-collapse: collapse; margin-top: 6px; }
+.studio-verify td, .studio-verify th { border: 1px solid #dde1e6; padding: 3px 8px; text-align: left; }
+.studio-notes { margin: 2px 0; padding-left: 20px; font-size: 0.9em; }
 .studio-projector { font-size: 20px; }
 .studio-projector .widget-label, .studio-projector .widget-readout, .studio-projector button,
 .studio-projector select, .studio-projector .widget-html-content { font-size: 18px; }

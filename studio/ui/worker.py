@@ -7,10 +7,22 @@ callable, so no stale result is ever delivered as current.
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from typing import Callable
 
 from ..engine import Cancelled, Plan, Report, Session
+
+_LIVE: "weakref.WeakSet[Evaluator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Stop every worker before the interpreter goes: a thread killed inside a torch
+    forward pass at exit aborts the process."""
+    for evaluator in list(_LIVE):
+        evaluator.close()
 
 
 class Evaluator:
@@ -27,11 +39,24 @@ class Evaluator:
         self._job: tuple[int, Session, Plan] | None = None
         self._generation = 0
         self._running = False
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="studio-evaluator", daemon=True)
         self._thread.start()
+        _LIVE.add(self)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel any running evaluation and stop the worker thread."""
+        with self._cond:
+            self._closed = True
+            self._generation += 1  # cancels the running evaluation at its next check
+            self._job = None
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
     def submit(self, session: Session, plan: Plan) -> None:
         with self._cond:
+            if self._closed:
+                raise RuntimeError("this evaluator is closed")
             self._generation += 1
             self._job = (self._generation, session, plan)
             self._on_busy(True)  # inside the lock, so it can never land after the worker's False
@@ -45,7 +70,9 @@ class Evaluator:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._job is not None)
+                self._cond.wait_for(lambda: self._job is not None or self._closed)
+                if self._closed:
+                    return
                 generation, session, plan = self._job
                 self._job = None
                 self._running = True
