@@ -111,3 +111,37 @@ def test_projector_screenshot(page):
     page.wait_for_selector(".studio-projector", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "studio-projector-1920x1080.png"), full_page=True)
     page.click("text=Projector size")
+
+
+@pytest.mark.parametrize("name", studio.list_samples())
+def test_every_sample_in_the_browser(page, name):
+    sample = studio.load_sample(name)
+    session = studio.Session(sample.model, sample.eval_data)
+    first, second = session.layer_names[0], session.layer_names[1]
+    page.select_option(".studio-picker select", name)
+    page.wait_for_selector(f".studio-row-0 .studio-layer-select:has-text('{first}')", timeout=30_000)
+    page.wait_for_selector(f".studio-model-info:has-text('{name}')", timeout=30_000)
+    page.wait_for_selector(".studio-busy-off", timeout=30_000)
+    # Layers: the second layer to 3 bits by keyboard (Home = 2 bits, one step right)
+    handle = page.locator(".studio-row-1 .studio-bits [role=slider]")
+    handle.focus()
+    press(handle, "Home", "ArrowRight")
+    plan = Plan().with_layer(second, bits=3)
+    expected = session.evaluate(plan)
+    wait_measured(page, expected.size_bytes)
+    page.wait_for_function(
+        "v => { const e = document.querySelector('.studio-metric-value[data-state=measured]'); return e && Math.abs(parseFloat(e.dataset.value) - v) < 1e-6 }",
+        arg=expected.metric, timeout=30_000,
+    )
+    # Histogram: select the second layer, its title follows
+    page.click(f".studio-row-1 .studio-layer-select")
+    page.wait_for_selector(f".studio-panel-histogram .gtitle:has-text('{second}: int3')", timeout=15_000)
+    # Metrics: per-layer bars list every layer; History: the float plan and this one
+    assert page.locator(".studio-barrow").count() == len(session.layer_names)
+    page.wait_for_function("() => document.querySelectorAll('.studio-panel-history .scatterlayer .trace:first-child path.point').length >= 2", timeout=15_000)
+    # Export: the studio file, verified in its runtime, is exactly the estimated size
+    page.select_option(".studio-format select", label="studio (compressed)")
+    page.click(".studio-export")
+    page.wait_for_selector(f".studio-verify td[data-bytes='{expected.size_bytes}']", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"studio-{name}.png"), full_page=True)
+    page.select_option(".studio-format select", label="plan (JSON)")
