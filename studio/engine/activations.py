@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .registry import Registry
+
 HIST_BINS = 2048
 PERCENTILE = 99.99
 ACT_BITS = (8, 16)
@@ -88,15 +90,8 @@ class ActStats:
 
 
 RangeFn = Callable[[ActStats, int], tuple[float, float]]
-RANGE_METHODS: dict[str, RangeFn] = {}
-
-
-def register_range_method(name: str) -> Callable[[RangeFn], RangeFn]:
-    def deco(fn: RangeFn) -> RangeFn:
-        RANGE_METHODS[name] = fn
-        return fn
-
-    return deco
+RANGE_METHODS: Registry[RangeFn] = Registry("calibration method")
+register_range_method = RANGE_METHODS.register
 
 
 @register_range_method("minmax")
@@ -164,7 +159,5 @@ def range_kl(stats: ActStats, bits: int) -> tuple[float, float]:
 
 
 def choose_qparams(stats: ActStats, bits: int, method: str) -> ActQParams:
-    if method not in RANGE_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; use one of {sorted(RANGE_METHODS)}")
-    lo, hi = RANGE_METHODS[method](stats, bits)
+    lo, hi = RANGE_METHODS.get_or_raise(method)(stats, bits)
     return qparams_for_range(lo, hi, bits)

@@ -25,20 +25,19 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from .plan import Plan
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .session import Session
 
 Exporter = Callable[["Session", Plan], bytes]
-EXPORTERS: dict[str, tuple[Exporter, str]] = {}
+EXPORTERS: Registry[Exporter] = Registry("export format")
+SUFFIXES: dict[str, str] = {}
 
 
 def register_exporter(name: str, suffix: str) -> Callable[[Exporter], Exporter]:
-    def deco(fn: Exporter) -> Exporter:
-        EXPORTERS[name] = (fn, suffix)
-        return fn
-
-    return deco
+    SUFFIXES[name] = suffix
+    return EXPORTERS.register(name)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -85,10 +84,7 @@ def export_onnx_format(session: "Session", plan: Plan) -> bytes:
 
 def export_bytes(session: "Session", plan: Plan, format: str) -> tuple[bytes, str]:
     """The exported file's bytes and its usual suffix."""
-    if format not in EXPORTERS:
-        raise ValueError(f"unknown export format {format!r}; available: {sorted(EXPORTERS)}")
-    fn, suffix = EXPORTERS[format]
-    return fn(session, plan), suffix
+    return EXPORTERS.get_or_raise(format)(session, plan), SUFFIXES[format]
 
 
 def export(session: "Session", plan: Plan, path: str | Path, format: str = "plan") -> Path:

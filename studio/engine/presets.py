@@ -14,20 +14,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from .plan import LayerSpec, Plan
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .session import Session
 
 PresetFn = Callable[["Session | None"], Plan]
-PRESETS: dict[str, PresetFn] = {}
-
-
-def register_preset(name: str) -> Callable[[PresetFn], PresetFn]:
-    def deco(fn: PresetFn) -> PresetFn:
-        PRESETS[name] = fn
-        return fn
-
-    return deco
+PRESETS: Registry[PresetFn] = Registry("preset")
+register_preset = PRESETS.register
 
 
 @register_preset("dynamic-range")
@@ -63,6 +57,4 @@ def deep_compression(session: "Session | None") -> Plan:
 
 
 def preset(name: str, session: "Session | None" = None) -> Plan:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available: {list(PRESETS)}")
-    return PRESETS[name](session)
+    return PRESETS.get_or_raise(name)(session)

@@ -11,17 +11,11 @@ from typing import Callable
 import torch
 
 from .plan import parse_nm
+from .registry import Registry
 
 PruneFn = Callable[[torch.Tensor, float], torch.Tensor]
-PRUNERS: dict[str, PruneFn] = {}
-
-
-def register_pruner(name: str) -> Callable[[PruneFn], PruneFn]:
-    def deco(fn: PruneFn) -> PruneFn:
-        PRUNERS[name] = fn
-        return fn
-
-    return deco
+PRUNERS: Registry[PruneFn] = Registry("prune method")
+register_pruner = PRUNERS.register
 
 
 @register_pruner("unstructured")

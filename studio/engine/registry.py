@@ -1,0 +1,27 @@
+"""A name -> function registry with a decorator, used where an if/elif ladder would grow."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class Registry(dict[str, F], Generic[F]):
+    """``@REG.register("name")`` adds a function; ``REG.get_or_raise(name)`` explains a miss."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            self[name] = fn
+            return fn
+
+        return deco
+
+    def get_or_raise(self, name: str) -> F:
+        if name not in self:
+            raise ValueError(f"unknown {self.what} {name!r}; available: {list(self)}")
+        return self[name]
