@@ -103,11 +103,9 @@ class LayersPanel:
         for button, verb in ((self.reset, state.reset), (self.undo, state.undo), (self.redo, state.redo)):
             button.on_click(lambda _, verb=verb: verb())
             button.add_class(f"studio-{button.description.lower()}")
-        header = W.HTML(
-            "<div class='studio-rowhead'><span style='width:144px'>layer</span>"
-            "<span style='width:179px'>bits</span><span style='width:159px'>prune %</span><span style='width:99px'>mode</span>"
-            "<span style='width:84px'>size</span><span style='width:70px'>SQNR</span></div>"
-        )
+        widths = {"layer": "140px", "bits": "175px", "prune %": "155px", "mode": "95px", "size": "80px", "SQNR": "70px"}
+        header = W.HBox([W.HTML(f"<b>{label}</b>", layout=W.Layout(width=w)) for label, w in widths.items()])
+        header.add_class("studio-rowhead")
         self.rows_box = W.VBox(layout=W.Layout(max_height="520px", overflow="auto"))
         self.widget = W.VBox(
             [

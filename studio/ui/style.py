@@ -12,8 +12,7 @@ CSS = """<style>
 .studio-bad { color: #b42318; }
 .studio-size, .studio-metric { font-size: 1.15em; margin: 4px 0; }
 .studio-parts { width: 100%; background: #f1f3f5; border-radius: 3px; overflow: hidden; white-space: nowrap; font-size: 0; }
-.studio-rowhead { display: flex; font-weight: 600; color: #52606d; font-size: 0.9em; }
-.studio-rowhead span { display: inline-block; padding-left: 4px; }
+.studio-rowhead { color: #52606d; font-size: 0.9em; }
 .studio-row .widget-readout { min-width: 3.2em; }
 .studio-row { align-items: center; }
 .studio-barrow { display: flex; align-items: center; gap: 6px; margin: 1px 0; }
