@@ -399,6 +399,15 @@ class Session:
             install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
         return model
 
+    def runtime_support(self, plan: Plan, runtime: str = "onnxruntime") -> dict[str, Any]:
+        """Per layer: how ``runtime`` stores and runs ``plan``'s choices (see onnx_export.LayerRuntime)."""
+        if runtime != "onnxruntime":
+            raise ValueError(f"unknown runtime {runtime!r}; available: ['onnxruntime']")
+        from .onnx_export import onnx_layer_runtime
+
+        plan.check_names(self.layer_names)
+        return {name: onnx_layer_runtime(plan.spec_for(name)) for name in self.layer_names}
+
     def verify(self, path: str | Path) -> "Verification":
         """Run an exported file in its own runtime on the eval data; see ``studio.engine.verify``."""
         from .verify import verify
@@ -418,10 +427,10 @@ class Session:
         return self._compress_all(plan)
 
     def float_model(self) -> nn.Module:
-        """A copy of the working model (BatchNorm folded) with float weights and no hooks."""
+        """A CPU copy of the working model (BatchNorm folded) with float weights and no hooks."""
         with self._work_lock:
             self._load_weights({n: self.compressed(n, FLOAT_SPEC) for n in self.layer_names})
-            model = copy.deepcopy(self._work)
+            model = copy.deepcopy(self._work).cpu()
         if self.supports_activations:
             for name in self.layer_names:
                 module = model.get_submodule(name)
