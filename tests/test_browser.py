@@ -105,12 +105,24 @@ def test_pick_move_restore_download(page, tmp_path):
     assert page.external_requests == []
 
 
-def test_projector_screenshot(page):
+FIGURES_FILL_PANELS = """() => [...document.querySelectorAll('.studio-panel')].filter(p => p.querySelector('.main-svg')).every(
+    p => p.querySelector('.main-svg').getBoundingClientRect().width > p.getBoundingClientRect().width - 60)"""
+
+
+def test_projector_layout_and_figures_follow_their_panels(page):
     page.set_viewport_size({"width": 1920, "height": 1080})
     page.click("text=Projector size")
     page.wait_for_selector(".studio-projector", timeout=10_000)
+    page.wait_for_function(FIGURES_FILL_PANELS, timeout=10_000)  # the figures re-fit the wider panels
     page.screenshot(path=str(ARTIFACTS / "studio-projector-1920x1080.png"), full_page=True)
+    # a 1280-wide projector: larger text, one column, figures as wide as the page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.wait_for_function("() => document.querySelector('.studio-column:last-child').getBoundingClientRect().top > 300", timeout=10_000)
+    page.wait_for_function(FIGURES_FILL_PANELS, timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "studio-projector-1280x800.png"), full_page=True)
     page.click("text=Projector size")
+    page.wait_for_function("() => !document.querySelector('.studio-projector')", timeout=10_000)
+    page.wait_for_function(FIGURES_FILL_PANELS, timeout=10_000)
 
 
 @pytest.mark.parametrize("name", studio.list_samples())

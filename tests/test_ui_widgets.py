@@ -36,6 +36,9 @@ def test_each_sample_loads_and_sliders_drive_the_engine(app, name):
     assert state.source == name and state.eval_report is not None
     first = state.session.layer_names[0]
     row = app.layers_panel.rows[first]
+    info = state.session.layer(first)
+    assert row.caption.value.startswith(info.kind + ("+BN · " if info.folded_bn else " · "))
+    assert f"{info.params:,} params" in row.caption.value
     row.bits.value = 4
     row.prune.value = 30
     assert state.plan.spec_for(first) == LayerSpec(bits=4, prune=0.3)
@@ -65,6 +68,17 @@ def test_histogram_counts_every_weight(app):
     assert sum(hist.data[0].y) + sum(hist.data[1].y) == 300 * 100
     assert sum(hist.data[1].y) == 12000  # 40% pruned
     assert app.layers_panel.rows["fc2"].select.button_style == "info"
+
+
+def test_histogram_of_a_float_layer_shows_no_levels(app):
+    app.model_panel.picker.value = "digits-cnn"  # features.0 has few enough weights to draw every distinct value
+    assert app.wait(30)
+    app.layers_panel.rows["features.0"].select.click()
+    hist = app.histogram
+    assert "float32" in hist.layout.title.text
+    assert not any(hist.data[3].y) and hist.layout.yaxis2.visible is False
+    app.layers_panel.rows["features.0"].bits.value = 3
+    assert hist.data[3].name == "quantized levels" and sum(hist.data[3].y) == 16 * 9 and hist.layout.yaxis2.visible is True
 
 
 def test_undo_redo_reset(app):

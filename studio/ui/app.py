@@ -19,6 +19,7 @@ from .figures import histogram_data, histogram_figure, history_figure, set_font_
 from .html import layer_bars_html, metric_html, size_html
 from .layers_panel import LayersPanel
 from .model_panel import ModelPanel
+from .resize import FigureResizer
 from .state import StudioState
 from .style import CSS
 from .worker import Evaluator
@@ -60,9 +61,10 @@ class Studio(W.VBox):
         hist_panel = self._panel("Histogram", "The selected layer's float weights (grey) and the levels they snap to (blue); pruned in amber, clipped in red.", self.histogram)
         metrics_panel = self._panel("Metrics", "Size counts every stored byte; the accuracy is measured on the eval set, with its noise.", W.VBox([self.metrics, self.bars]))
         history_panel = self._panel("History", "Every evaluated plan: size against accuracy. The line is the Pareto front; click a point to restore its plan.", self.history)
-        left = W.VBox([self.model_panel.widget, self.layers_panel.widget, self.export_panel.widget], layout=W.Layout(flex="1 1 55%", min_width="0"))
-        right = W.VBox([metrics_panel, hist_panel, history_panel], layout=W.Layout(flex="1 1 45%", min_width="0"))
-        self.children = [W.HTML(CSS), header, self.error, W.HBox([left, right], layout=W.Layout(width="100%"))]
+        left = W.VBox([self.model_panel.widget, self.layers_panel.widget, self.export_panel.widget], layout=W.Layout(flex="1 1 55%"))
+        right = W.VBox([metrics_panel, hist_panel, history_panel], layout=W.Layout(flex="1 1 45%"))
+        columns = W.HBox([left.add_class("studio-column"), right.add_class("studio-column")], layout=W.Layout(width="100%", flex_flow="row wrap"))
+        self.children = [W.HTML(CSS), FigureResizer(), header, self.error, columns]
 
         obs = self.state.observe
         obs(self._on_session, names="session")

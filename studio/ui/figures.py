@@ -71,7 +71,7 @@ def histogram_data(result: CompressedWeight, layer: str, bins: int = 60) -> Hist
     deq = result.dequant_view.numpy()
     quant_counts = np.histogram(deq, edges)[0]
     levels, level_counts = np.unique(deq[kn], return_counts=True)
-    if len(levels) > MAX_LEVEL_BARS:
+    if len(levels) > MAX_LEVEL_BARS or result.spec.bits is None:  # too many to draw, or left in float
         levels, level_counts = np.array([]), np.array([])
     if result.spec.bits is None:  # left in float: nothing snaps anywhere
         quant_counts = np.zeros_like(quant_counts)
@@ -133,6 +133,7 @@ def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
         else:
             levels.x, levels.y, levels.name = data.centers, data.quant_counts, "quantized values"
         levels.width = level_width
+        fig.layout.yaxis2.visible = bool(len(data.levels)) or bool(data.quant_counts.any())
         fig.layout.title.text = data.title
         fig.layout.shapes = (
             []

@@ -7,12 +7,15 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from ..engine import LayerSpec, Plan, Report, Session
+from ..engine.layers import LayerInfo
 from ..engine.plan import CALIBRATION_METHODS
 from .html import fmt_bytes, sqnr_text
 from .state import StudioState
 
 BIT_OPTIONS = [(str(b), b) for b in range(2, 9)] + [("16", 16), ("float", 32)]
 MODES = ["uniform", "k-means"]
+# The table's columns; their widths live in style.CSS (.studio-col-*), shared by the header and every row.
+COLUMNS = {"name": "layer", "bits": "bits", "prune": "prune %", "mode": "mode", "size": "size", "sqnr": "SQNR"}
 
 
 def _bits_value(spec: LayerSpec) -> int:
@@ -25,29 +28,32 @@ def bits_changes(bits: int, mode: str) -> dict[str, Any]:
     return {"bits": real, "cluster": mode == "k-means" and real is not None and real <= 8}
 
 
+LABEL = {"description_width": "initial"}
+
+
 class LayerRow:
     """Widgets of one layer; ``on_change(name, changes)`` fires on user edits."""
 
-    def __init__(self, index: int, name: str, kind: str, params: int, on_change: Callable, on_select: Callable) -> None:
-        self.name = name
-        self.select = W.Button(
-            description=name, tooltip=f"{name}: {kind}, {params:,} parameters. Click to show its histogram.", layout=W.Layout(width="140px")
-        )
+    def __init__(self, index: int, info: LayerInfo, on_change: Callable, on_select: Callable) -> None:
+        self.name = name = info.name
+        kind = info.kind + ("+BN" if info.folded_bn else "")
+        self.select = W.Button(description=name, tooltip=f"{name}: {kind}, {info.params:,} parameters. Click to show its histogram.")
         self.select.add_class("studio-layer-select")
         self.select.on_click(lambda _: on_select(name))
-        self.bits = W.SelectionSlider(
-            options=BIT_OPTIONS, value=32, continuous_update=True, layout=W.Layout(width="175px"), style={"description_width": "0px"}
-        )
+        self.caption = W.HTML(f"{kind} · {info.params:,} params")
+        self.caption.add_class("studio-layer-kind")
+        self.bits = W.SelectionSlider(options=BIT_OPTIONS, value=32, continuous_update=True, style={"description_width": "0px"})
         self.bits.add_class("studio-bits")
-        self.prune = W.IntSlider(
-            value=0, min=0, max=95, step=5, continuous_update=True, layout=W.Layout(width="155px"), style={"description_width": "0px"}
-        )
+        self.prune = W.IntSlider(value=0, min=0, max=95, step=5, continuous_update=True, style={"description_width": "0px"})
         self.prune.add_class("studio-prune")
-        self.mode = W.Dropdown(options=MODES, value="uniform", layout=W.Layout(width="95px"))
-        self.size = W.HTML(layout=W.Layout(width="80px"))
+        self.mode = W.Dropdown(options=MODES, value="uniform")
+        self.size = W.HTML()
         self.size.add_class("studio-layer-size")
-        self.sqnr = W.HTML(layout=W.Layout(width="70px"))
-        self.box = W.HBox([self.select, self.bits, self.prune, self.mode, self.size, self.sqnr])
+        self.sqnr = W.HTML()
+        cells = [W.VBox([self.select, self.caption]), self.bits, self.prune, self.mode, self.size, self.sqnr]
+        for column, cell in zip(COLUMNS, cells):
+            cell.add_class(f"studio-col-{column}")
+        self.box = W.HBox(cells)
         self.box.add_class("studio-row")
         self.box.add_class(f"studio-row-{index}")
         self._syncing = False
@@ -82,20 +88,20 @@ class LayersPanel:
     def __init__(self, state: StudioState) -> None:
         self.state = state
         self.rows: dict[str, LayerRow] = {}
-        self.all_bits = W.SelectionSlider(options=BIT_OPTIONS, value=32, description="all bits", continuous_update=False)
+        self.all_bits = W.SelectionSlider(options=BIT_OPTIONS, value=32, description="all bits", continuous_update=False, style=LABEL)
         self.all_bits.add_class("studio-all-bits")
-        self.all_prune = W.IntSlider(value=0, min=0, max=95, step=5, description="all prune %", continuous_update=False)
-        self.all_mode = W.Dropdown(options=MODES, value="uniform", description="all mode")
+        self.all_prune = W.IntSlider(value=0, min=0, max=95, step=5, description="all prune %", continuous_update=False, style=LABEL)
+        self.all_mode = W.Dropdown(options=MODES, value="uniform", description="all mode", style=LABEL)
         self.all_bits.observe(lambda ch: self._set_all(bits=ch["new"]), names="value")
         self.all_prune.observe(lambda ch: self._set_all(prune=ch["new"]), names="value")
         self.all_mode.observe(lambda ch: self._set_all(mode=ch["new"]), names="value")
-        self.preset = W.Dropdown(options=["(choose)"] + Plan.presets(), value="(choose)", description="preset")
+        self.preset = W.Dropdown(options=["(choose)"] + Plan.presets(), value="(choose)", description="preset", style=LABEL)
         self.preset.add_class("studio-preset")
         self.preset.observe(self._preset, names="value")
-        self.acts = W.Dropdown(options=[("float", 0), ("int8", 8), ("int16", 16)], value=0, description="activations")
+        self.acts = W.Dropdown(options=[("float", 0), ("int8", 8), ("int16", 16)], value=0, description="activations", style=LABEL)
         self.acts.add_class("studio-acts")
         self.acts.observe(lambda ch: self._set_acts(ch["new"]), names="value")
-        self.calibration = W.Dropdown(options=list(CALIBRATION_METHODS), value="minmax", description="calibration")
+        self.calibration = W.Dropdown(options=list(CALIBRATION_METHODS), value="minmax", description="calibration", style=LABEL)
         self.calibration.observe(lambda ch: self._set_calibration(ch["new"]), names="value")
         self.reset = W.Button(description="Reset", tooltip="every layer back to float")
         self.undo = W.Button(description="Undo")
@@ -103,8 +109,7 @@ class LayersPanel:
         for button, verb in ((self.reset, state.reset), (self.undo, state.undo), (self.redo, state.redo)):
             button.on_click(lambda _, verb=verb: verb())
             button.add_class(f"studio-{button.description.lower()}")
-        widths = {"layer": "140px", "bits": "175px", "prune %": "155px", "mode": "95px", "size": "80px", "SQNR": "70px"}
-        header = W.HBox([W.HTML(f"<b>{label}</b>", layout=W.Layout(width=w)) for label, w in widths.items()])
+        header = W.HBox([W.HTML(f"<b>{label}</b>").add_class(f"studio-col-{column}") for column, label in COLUMNS.items()])
         header.add_class("studio-rowhead")
         self.rows_box = W.VBox(layout=W.Layout(max_height="520px", overflow="auto"))
         self.widget = W.VBox(
@@ -155,7 +160,7 @@ class LayersPanel:
 
     def build(self, session: Session) -> None:
         self.rows = {
-            info.name: LayerRow(i, info.name, info.kind, info.params, self._on_row_change, self.state.select)
+            info.name: LayerRow(i, info, self._on_row_change, self.state.select)
             for i, info in enumerate(session.layers)
         }
         self.rows_box.children = [row.box for row in self.rows.values()]
