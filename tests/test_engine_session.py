@@ -222,6 +222,9 @@ def test_torch_export_loads_into_the_original_architecture(samples, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x), session.compressed_model(plan)(x), atol=1e-4)
     assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # as readable as any file the user writes
 
 
 def test_plan_export_round_trips(mlp_session, tmp_path):
