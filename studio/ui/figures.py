@@ -68,13 +68,15 @@ def histogram_data(result: CompressedWeight, layer: str, bins: int = 60) -> Hist
         half = (scale / 2)[:, None]
         clipped = ((view < low - half) | (view > high + half)).reshape(wn.shape) & kn
     clipped_counts = np.histogram(wn[clipped], edges)[0]
-    deq = result.dequant_view.numpy()
-    quant_counts = np.histogram(deq, edges)[0]
-    levels, level_counts = np.unique(deq[kn], return_counts=True)
-    if len(levels) > MAX_LEVEL_BARS or result.spec.bits is None:  # too many to draw, or left in float
-        levels, level_counts = np.array([]), np.array([])
+    levels, level_counts = np.array([]), np.array([])
     if result.spec.bits is None:  # left in float: nothing snaps anywhere
-        quant_counts = np.zeros_like(quant_counts)
+        quant_counts = np.zeros(bins, dtype=np.int64)
+    else:
+        deq = result.dequant_view.numpy()
+        quant_counts = np.histogram(deq, edges)[0]
+        unique, counts = np.unique(deq[kn], return_counts=True)
+        if len(unique) <= MAX_LEVEL_BARS:  # else too many to draw
+            levels, level_counts = unique, counts
     threshold = result.prune_threshold if result.spec.prune_method == "unstructured" else None
     sqnr = "exact" if result.sqnr_db is None else f"SQNR {result.sqnr_db:.1f} dB"
     title = f"{layer}: {result.spec.label()} · {sqnr}"

@@ -14,6 +14,7 @@ from .state import StudioState
 
 BIT_OPTIONS = [(str(b), b) for b in range(2, 9)] + [("16", 16), ("float", 32)]
 MODES = ["uniform", "k-means"]
+LABEL = {"description_width": "initial"}  # shared controls show their whole label
 # The table's columns; their widths live in style.CSS (.studio-col-*), shared by the header and every row.
 COLUMNS = {"name": "layer", "bits": "bits", "prune": "prune %", "mode": "mode", "size": "size", "sqnr": "SQNR"}
 
@@ -26,9 +27,6 @@ def bits_changes(bits: int, mode: str) -> dict[str, Any]:
     """The spec changes for a bit-width control value (32 = float; k-means needs 2..8)."""
     real = None if bits == 32 else bits
     return {"bits": real, "cluster": mode == "k-means" and real is not None and real <= 8}
-
-
-LABEL = {"description_width": "initial"}
 
 
 class LayerRow:
