@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-APPS = sorted((Path(__file__).resolve().parents[1] / "apps").glob("*.ipynb"))
+APPS = sorted((Path(__file__).resolve().parents[2] / "apps").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", APPS, ids=[p.name for p in APPS])
