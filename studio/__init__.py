@@ -11,11 +11,11 @@ are imported only when asked for.
 
 from typing import Any
 
-from .engine import Cancelled, LayerSpec, Plan, Report, Session
+from .engine import Cancelled, LayerSpec, Plan, Report, Session, StudioError
 from .loading import load_compressed, load_model
 from .samples import list_samples, load_sample
 
-__all__ = ["Cancelled", "LayerSpec", "Plan", "Report", "Session", "Studio", "list_samples", "load_compressed", "load_model", "load_sample"]
+__all__ = ["Cancelled", "LayerSpec", "Plan", "Report", "Session", "Studio", "StudioError", "list_samples", "load_compressed", "load_model", "load_sample"]
 __version__ = "0.1.0"
 
 

@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .engine import Plan, Report, Session, Verification
-from .engine.export import EXPORTERS
+from .engine.formats import FORMATS
 from .loading import load_data, load_model
 from .samples import list_samples, load_sample
 
@@ -48,8 +48,22 @@ def _plan(args: argparse.Namespace, session: Session) -> Plan:
     return Plan.uniform(args.bits, prune=args.prune)
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"evaluating batch {done}/{total}", file=sys.stderr)
+def progress_bar(desc: str, unit: str = "call") -> Callable[[int, int], None]:
+    """A tqdm bar on stderr, fed by the engine's ``progress(done, total)`` callable."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def format_verification(v: "Verification") -> str:
@@ -94,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.add_argument("--prune", type=float, default=0.0)
         cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     co.add_argument("--export", required=True, help="the folder (or file) to write")
-    co.add_argument("--format", default="studio", choices=sorted(EXPORTERS))
+    co.add_argument("--format", default="studio", choices=FORMATS.names())
     co.add_argument("--no-verify", action="store_true", help="skip running the exported file")
     args = parser.parse_args(argv)
     try:
@@ -104,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"loading {args.model}", file=sys.stderr)
         session = _session(args.model, args.data)
-        report = session.evaluate(_plan(args, session), progress=_progress)
+        report = session.evaluate(_plan(args, session), progress=progress_bar("evaluating"))
         if args.command == "evaluate":
             print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
             return 0

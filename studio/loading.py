@@ -163,9 +163,9 @@ def load_compressed(path: str | Path, arch: Arch = None) -> nn.Module:
     shapes; otherwise pass ``arch=``), its BatchNorms folded as the studio did, the
     decoded weights loaded, and the activation quantizers installed.
     """
+    from .engine.formats.studio import read
     from .engine.hooks import install_act_hooks
     from .engine.layers import replace_module
-    from .engine.studio_format import read
 
     path = Path(path)
     if not path.is_file():

@@ -161,3 +161,8 @@ def range_kl(stats: ActStats, bits: int) -> tuple[float, float]:
 def choose_qparams(stats: ActStats, bits: int, method: str) -> ActQParams:
     lo, hi = RANGE_METHODS.get_or_raise(method)(stats, bits)
     return qparams_for_range(lo, hi, bits)
+
+
+def act_param_bytes(bits: int) -> int:
+    """Bytes stored per quantized activation tensor: a float32 scale and a zero-point of the activation's width."""
+    return 4 + (1 if bits == 8 else 2)

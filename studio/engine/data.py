@@ -9,9 +9,12 @@ materialised once, so every evaluation sees the same samples in the same order.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
+
+from .errors import StudioError
 
 Inputs = Any  # Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 Batch = tuple[Inputs, "torch.Tensor | None"]
@@ -35,7 +38,7 @@ def batch_len(inputs: Inputs) -> int:
     return int(first.shape[0])
 
 
-def _slice(inputs: Inputs, start: int, stop: int) -> Inputs:
+def slice_inputs(inputs: Inputs, start: int, stop: int) -> Inputs:
     if isinstance(inputs, torch.Tensor):
         return inputs[start:stop]
     if isinstance(inputs, Mapping):
@@ -46,7 +49,7 @@ def _slice(inputs: Inputs, start: int, stop: int) -> Inputs:
 def to_batches(data: Any, batch_size: int = DEFAULT_BATCH_SIZE, what: str = "eval_data") -> list[Batch]:
     """Normalise ``data`` to a list of ``(inputs, targets)`` batches; ValueError if unusable."""
     if data is None:
-        raise ValueError(f"{what} is missing: pass (inputs, targets) tensors, a DataLoader or a list of batches")
+        raise StudioError(f"{what} is missing: pass (inputs, targets) tensors, a DataLoader or a list of batches")
     if (
         isinstance(data, (tuple, list))
         and len(data) == 2
@@ -56,33 +59,33 @@ def to_batches(data: Any, batch_size: int = DEFAULT_BATCH_SIZE, what: str = "eva
         inputs, targets = data
         n = batch_len(inputs)
         if targets is not None and int(targets.shape[0]) != n:
-            raise ValueError(f"{what}: {n} inputs but {int(targets.shape[0])} targets; they must match one to one")
+            raise StudioError(f"{what}: {n} inputs but {int(targets.shape[0])} targets; they must match one to one")
         batches = [
-            (_slice(inputs, i, i + batch_size), None if targets is None else targets[i : i + batch_size])
+            (slice_inputs(inputs, i, i + batch_size), None if targets is None else targets[i : i + batch_size])
             for i in range(0, n, batch_size)
         ]
     else:
         if not isinstance(data, Iterable):
-            raise ValueError(f"{what} must be (inputs, targets), a DataLoader or an iterable of batches; got {type(data).__name__}")
+            raise StudioError(f"{what} must be (inputs, targets), a DataLoader or an iterable of batches; got {type(data).__name__}")
         batches = []
         for i, item in enumerate(data):
             if isinstance(item, Mapping) and not _is_inputs(item):
-                raise ValueError(f"{what}: batch {i} is a dict with non-tensor values")
+                raise StudioError(f"{what}: batch {i} is a dict with non-tensor values")
             if isinstance(item, (tuple, list)) and len(item) == 2 and _is_inputs(item[0]):
                 inputs, targets = item
             elif _is_inputs(item):
                 inputs, targets = item, None
             else:
-                raise ValueError(f"{what}: batch {i} is not (inputs, targets); got {type(item).__name__}")
+                raise StudioError(f"{what}: batch {i} is not (inputs, targets); got {type(item).__name__}")
             if targets is not None and not isinstance(targets, torch.Tensor):
                 targets = torch.as_tensor(targets)
             batches.append((inputs, targets))
     batches = [b for b in batches if batch_len(b[0]) > 0]
     if not batches:
-        raise ValueError(f"{what} is empty: it needs at least one sample")
+        raise StudioError(f"{what} is empty: it needs at least one sample")
     has_targets = {b[1] is not None for b in batches}
     if len(has_targets) > 1:
-        raise ValueError(f"{what}: some batches have targets and some do not; give targets for all or none")
+        raise StudioError(f"{what}: some batches have targets and some do not; give targets for all or none")
     return batches
 
 
@@ -94,9 +97,38 @@ def to_device(inputs: Inputs, device: torch.device) -> Inputs:
     return tuple(v.to(device) for v in inputs)
 
 
-def call_model(model: torch.nn.Module, inputs: Inputs) -> Any:
+INPUT_MODES = ("auto", "kwargs", "dict")
+
+
+def resolve_input_mode(model: torch.nn.Module, inputs: Inputs, mode: str = "auto") -> str:
+    """How dict inputs are passed: ``"kwargs"`` (``model(**inputs)``, Hugging Face style) or
+    ``"dict"`` (``model(inputs)``, one dict argument, sentence-transformers style).
+
+    ``"auto"`` picks "dict" when the model's forward takes exactly one required argument
+    and its name is not one of the dict's keys; otherwise "kwargs".
+    """
+    if mode not in INPUT_MODES:
+        raise StudioError(f"input_mode must be one of {list(INPUT_MODES)}; got {mode!r}")
+    if mode != "auto":
+        return mode
+    if not isinstance(inputs, Mapping):
+        return "kwargs"
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # e.g. a TorchScript method
+        return "kwargs"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    named = [p for p in params if p.kind in positional]
+    required = [p for p in named if p.default is inspect.Parameter.empty]
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    if len(required) == 1 and required[0].name not in inputs and not takes_kwargs:
+        return "dict"
+    return "kwargs"
+
+
+def call_model(model: torch.nn.Module, inputs: Inputs, mode: str = "kwargs") -> Any:
     if isinstance(inputs, Mapping):
-        return model(**inputs)
+        return model(inputs) if mode == "dict" else model(**inputs)
     if isinstance(inputs, tuple):
         return model(*inputs)
     return model(inputs)
@@ -117,7 +149,7 @@ def default_output(outputs: Any) -> torch.Tensor:
         for item in outputs:
             if isinstance(item, torch.Tensor):
                 return item
-    raise ValueError(
+    raise StudioError(
         f"cannot find a tensor in the model's output ({type(outputs).__name__}); "
         "pass output_fn=... to pick the tensor to score"
     )

@@ -9,6 +9,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors import StudioError
+
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 IGNORE_INDEX = -100
 
@@ -18,7 +20,7 @@ def top1_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if outputs.dim() == targets.dim():  # (N, C) with one-hot/probability targets
         targets = targets.argmax(dim=-1)
     if outputs.shape[:-1] != targets.shape:
-        raise ValueError(
+        raise StudioError(
             f"cannot score top-1 accuracy: outputs have shape {tuple(outputs.shape)} but targets "
             f"{tuple(targets.shape)}; targets should be class indices of shape {tuple(outputs.shape[:-1])}, "
             "or pass metric=... for another kind of score"

@@ -51,7 +51,7 @@ def deep_compression(session: "Session | None") -> Plan:
     plan = Plan(default=dense, huffman=True)
     if session is not None:
         for info in session.layers:
-            if info.kind.startswith("Conv"):
+            if info.layer_kind.family == "conv":
                 plan = plan.with_layer(info.name, conv)
     return plan
 

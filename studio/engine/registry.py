@@ -1,14 +1,16 @@
-"""A name -> function registry with a decorator, used where an if/elif ladder would grow."""
+"""A name -> value registry with a decorator, used where an if/elif ladder would grow."""
 
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-F = TypeVar("F", bound=Callable)
+from .errors import StudioError
+
+F = TypeVar("F")
 
 
 class Registry(dict[str, F], Generic[F]):
-    """``@REG.register("name")`` adds a function; ``REG.get_or_raise(name)`` explains a miss."""
+    """``@REG.register("name")`` adds a function (or ``REG[name] = value``); ``REG.get_or_raise(name)`` explains a miss."""
 
     def __init__(self, what: str) -> None:
         super().__init__()
@@ -23,5 +25,8 @@ class Registry(dict[str, F], Generic[F]):
 
     def get_or_raise(self, name: str) -> F:
         if name not in self:
-            raise ValueError(f"unknown {self.what} {name!r}; available: {list(self)}")
+            raise StudioError(f"unknown {self.what} {name!r}; available: {list(self)}")
         return self[name]
+
+    def names(self) -> list[str]:
+        return list(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -10,6 +11,35 @@ from .metrics import Fidelity
 from .plan import LayerSpec, Plan
 
 Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How an evaluation ran: how long each step took, and whether it ran downstream only.
+
+    ``mode`` is "incremental" when some of the model was not re-run (outputs of calls
+    before the first changed layer were reused), else "full"; ``reason`` says why a
+    pass could not be incremental, when it could not.
+    """
+
+    mode: str
+    reason: str
+    compress_s: float  # compressing the layers whose spec was not cached
+    forward_s: float  # running the model over the eval set
+    score_s: float
+    calls: int  # module calls in the pass
+    computed: int  # calls that ran
+
+    @property
+    def computed_fraction(self) -> float:
+        return self.computed / self.calls if self.calls else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Timing":
+        return cls(**dict(data))
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,7 @@ class Report:
     fidelity: Fidelity | None = None
     seconds: float = 0.0
     container_bytes: int = 0  # the studio file's magic, length and header
+    timing: Timing | None = None  # how the evaluation ran (None for sizes only)
 
     @property
     def measured(self) -> bool:
@@ -137,6 +168,7 @@ class Report:
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "seconds": self.seconds,
             "container_bytes": self.container_bytes,
+            "timing": None if self.timing is None else self.timing.to_dict(),
         }
 
     @classmethod
@@ -146,4 +178,6 @@ class Report:
         data["layers"] = {k: LayerReport.from_dict(v) for k, v in data["layers"].items()}
         if data.get("fidelity") is not None:
             data["fidelity"] = Fidelity.from_dict(data["fidelity"])
+        if data.get("timing") is not None:
+            data["timing"] = Timing.from_dict(data["timing"])
         return cls(**data)

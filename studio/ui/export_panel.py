@@ -12,15 +12,14 @@ from pathlib import Path
 import ipywidgets as W
 
 from ..engine import Verification
-from ..engine.export import EXPORTERS, atomic_write, export_bytes
-from ..engine.onnx_export import onnx_layer_runtime
+from ..engine.formats import FORMATS, atomic_write, export_bytes
+from ..engine.formats.onnx import onnx_layer_runtime
 from .html import fmt_bytes, fmt_metric
 from .state import StudioState
 
 DATA_URI_LIMIT = 2 * 1024 * 1024
 DOWNLOADS = Path("downloads")
 MIME = {".json": "application/json"}
-FORMATS = [("plan (JSON)", "plan"), ("studio (compressed)", "studio"), ("ONNX (QDQ)", "onnx"), ("torch (state dict)", "torch")]
 
 
 def download_link(data: bytes, filename: str, label: str) -> str:
@@ -68,7 +67,7 @@ class ExportPanel:
 
     def __init__(self, state: StudioState) -> None:
         self.state = state
-        self.format = W.Dropdown(options=[f for f in FORMATS if f[1] in EXPORTERS], value="plan", description="format")
+        self.format = W.Dropdown(options=[(f.label, f.name) for f in FORMATS.values()], value="plan", description="format")
         self.format.add_class("studio-format")
         self.button = W.Button(description="Export", button_style="success")
         self.button.add_class("studio-export")
@@ -102,14 +101,14 @@ class ExportPanel:
             return
         self.verified.value = ""
         try:
-            data, suffix = export_bytes(session, plan, fmt)
+            data, chosen = export_bytes(session.compile(plan), fmt)
         except (ValueError, OSError, RuntimeError) as exc:
             self.links.value = f"<div class='studio-error'>⚠ export failed: {html.escape(str(exc))}</div>"
             return
         stem = (self.state.source or "model").rsplit(".", 1)[0]
-        filename = "plan.json" if fmt == "plan" else f"{stem}-compressed{suffix}"
+        filename = f"{chosen.default_name}{chosen.suffix}" if chosen.run is None else f"{stem}-compressed{chosen.suffix}"
         self.links.value = download_link(data, filename, f"{fmt}: {filename}")
-        if fmt == "plan":
+        if chosen.run is None:  # nothing to run (the plan)
             return
         with tempfile.TemporaryDirectory(prefix="studio-verify-") as tmp:
             path = Path(tmp) / filename

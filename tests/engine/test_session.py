@@ -191,7 +191,9 @@ def test_delta_noise_estimate(mlp_session):
 def test_progress_and_cancel(mlp_session):
     seen = []
     mlp_session.evaluate(Plan.uniform(6), progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1][0] == seen[-1][1] == 2  # 500 samples in batches of 256
+    # progress counts module calls: 2 batches (500 samples by 256) x 3 Linear layers
+    assert seen[-1][0] == seen[-1][1] == 6
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     with pytest.raises(Cancelled):
         mlp_session.evaluate(Plan.uniform(5), cancel=lambda: True)
     # a cancelled evaluation leaves the session usable

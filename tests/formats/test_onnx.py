@@ -6,14 +6,19 @@ import torch
 
 import studio
 from studio.engine import Plan
-from studio.engine.export import export_bytes
-from studio.engine.onnx_export import onnx_layer_runtime
+from studio.engine.formats import export_bytes as write_format
+from studio.engine.formats.onnx import onnx_layer_runtime
+
+
+def export_bytes(session: studio.Session, plan: Plan, fmt: str) -> tuple[bytes, str]:
+    data, chosen = write_format(session.compile(plan), fmt)
+    return data, chosen.suffix
 
 
 def run_onnx(data: bytes, session: studio.Session) -> float:
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     outputs = [torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]) for x, _ in session.batches()]
-    return session.score(outputs)[0]
+    return session.score(outputs).metric
 
 
 def mixed(session: studio.Session) -> Plan:

@@ -22,19 +22,20 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .activations import ActQParams, act_qrange
-from .bitstream import huffman_decode, huffman_encode, pack, unpack
-from .compress import CompressedWeight
-from .encode import LayerSize
-from .plan import Plan
-
-if TYPE_CHECKING:
-    from .session import Session
+from ..activations import ActQParams, act_qrange
+from ..bitstream import huffman_decode, huffman_encode, pack, unpack
+from ..compiled import CompressedModel
+from ..compress import CompressedWeight
+from ..encode import LayerSize
+from ..errors import StudioError
+from ..layers import LayerKind, weight_key
+from ..plan import Plan
+from .base import Format, Measured, RunContext, measure_torch, register_format
 
 MAGIC = b"STUDIOC1"
 FORMAT_VERSION = 1
@@ -45,20 +46,21 @@ def _layer_meta(name: str, shape: tuple[int, ...], axis: int, size: LayerSize) -
     return [name, list(shape), axis, size.codes_encoding, size.index_encoding, size.entries, size.codes, size.scales, size.index, size.other]
 
 
-def header(session: "Session", plan: Plan, results: dict[str, CompressedWeight]) -> bytes:
-    rest = [[key, str(t.dtype), list(t.shape)] for key, t in session.rest_tensors().items()]
+def header(compiled: CompressedModel) -> bytes:
+    rest = [[key, str(t.dtype), list(t.shape)] for key, t in compiled.rest.items()]
     meta = {
         "format": FORMAT_VERSION,
-        "plan": plan.to_dict(),
-        "folds": [list(pair) for pair in session.folds],
-        "layers": [_layer_meta(i.name, i.weight_shape, i.channel_axis, results[i.name].size) for i in session.layers],
+        "plan": compiled.plan.to_dict(),
+        "folds": [list(pair) for pair in compiled.folds],
+        "layers": [_layer_meta(i.name, i.weight_shape, i.channel_axis, compiled.weights[i.name].size) for i in compiled.layers],
         "rest": rest,
     }
     return zlib.compress(json.dumps(meta, separators=(",", ":")).encode(), 9)
 
 
-def container_bytes(session: "Session", plan: Plan, results: dict[str, CompressedWeight]) -> int:
-    return len(MAGIC) + 4 + len(header(session, plan, results))
+def container_bytes(compiled: CompressedModel) -> int:
+    """The file's magic, header length and header: what it stores besides the tensors."""
+    return len(MAGIC) + 4 + len(header(compiled))
 
 
 # -- writing ------------------------------------------------------------------------
@@ -101,7 +103,7 @@ def _positions(result: CompressedWeight, index_encoding: str) -> tuple[np.ndarra
     return np.asarray(entries, dtype=np.int64), index, int(fillers.sum())
 
 
-def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQParams | None] | None, kind: str) -> bytes:
+def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQParams | None] | None, kind: LayerKind) -> bytes:
     out = b""
     spec = result.spec
     if result.uniform is not None:
@@ -112,35 +114,33 @@ def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQPa
         out += result.codebook.numpy().astype(np.float32).tobytes()
     if spec.act_bits and acts is not None:
         for i, q in enumerate(acts):
-            if i == 0 and kind == "Embedding":
+            if i == 0 and not kind.float_input:
                 continue
             out += np.float32(q.scale).tobytes()
             out += (np.uint8 if spec.act_bits == 8 else np.int16)(q.zero_point).tobytes()
     return out
 
 
-def write(session: "Session", plan: Plan) -> bytes:
-    """The studio file of ``plan`` applied to ``session``'s model."""
-    results = session.compress_plan(plan)
-    acts = session.activation_params(plan)
+def write(compiled: CompressedModel) -> bytes:
+    """The studio file of a compiled plan."""
     blobs = [MAGIC]
-    head = header(session, plan, results)
+    head = header(compiled)
     blobs += [len(head).to_bytes(4, "little"), head]
-    for info in session.layers:
-        r = results[info.name]
+    for info in compiled.layers:
+        r = compiled.weights[info.name]
         positions, index, _ = _positions(r, r.size.index_encoding)
         symbols = None if r.stream.symbols is None else r.stream.symbols.numpy().reshape(-1).astype(np.int64)
         values = r.dequant_view.numpy().reshape(-1)
         codes = _stream(None if symbols is None else symbols[positions], values[positions], r, r.size.codes_encoding)
-        scales = _scales_blob(r, acts.get(info.name), info.kind)
-        bias = session.layer_bias(info.name)
+        scales = _scales_blob(r, compiled.acts.get(info.name), info.layer_kind)
+        bias = compiled.biases.get(info.name)
         other = b"" if bias is None else bias.detach().cpu().contiguous().numpy().tobytes()
         got = (len(codes), len(scales), len(index), len(other))
         want = (r.size.codes, r.size.scales, r.size.index, r.size.other)
         if got != want:
             raise RuntimeError(f"internal error: {info.name} encodes to {got} bytes but was counted as {want}")
         blobs += [codes, scales, index, other]
-    for tensor in session.rest_tensors().values():
+    for tensor in compiled.rest.values():
         blobs.append(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return b"".join(blobs)
 
@@ -161,7 +161,7 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            raise ValueError("the studio file is truncated")
+            raise StudioError("the studio file is truncated: it ends before its last tensor")
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -175,14 +175,16 @@ def read(data: bytes, embedding_layers: set[str] | None = None) -> Decoded:
     one (scale, zero-point) pair.
     """
     if data[:8] != MAGIC:
-        raise ValueError("not a studio file (bad magic bytes)")
+        raise StudioError("not a studio file (bad magic bytes): export it again with format='studio'")
     length = int.from_bytes(data[8:12], "little")
     try:
         meta = json.loads(zlib.decompress(data[12 : 12 + length]))
-    except (zlib.error, ValueError):
-        raise ValueError("the studio file's header is damaged") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("layers"), list) or not isinstance(meta.get("rest"), list):
+            raise ValueError("the header lacks its layer and tensor lists")
+    except (zlib.error, ValueError) as exc:
+        raise StudioError(f"the studio file's header is damaged ({exc}); export the model again") from exc
     if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"studio file format {meta.get('format')} is not supported")
+        raise StudioError(f"studio file format {meta.get('format')} is not supported (this studio reads {FORMAT_VERSION})")
     plan = Plan.from_dict(meta["plan"])
     reader = _Reader(data, 12 + length)
     state: dict[str, torch.Tensor] = {}
@@ -196,10 +198,9 @@ def read(data: bytes, embedding_layers: set[str] | None = None) -> Decoded:
         codes_b, scales_b, index_b, other_b = (reader.take(n) for n in (n_codes, n_scales, n_index, n_other))
         view, act_pair, one = _decode_layer(spec, rows, cols, codes_enc, index_enc, entries, codes_b, scales_b, index_b)
         moved = [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
-        key = f"{name}.weight" if name else "weight"
-        state[key] = view.reshape(moved).movedim(0, axis).contiguous()
+        state[weight_key(name)] = view.reshape(moved).movedim(0, axis).contiguous()
         if other_b:
-            state[f"{name}.bias" if name else "bias"] = torch.from_numpy(np.frombuffer(other_b, dtype=np.float32).copy())
+            state[weight_key(name, "bias")] = torch.from_numpy(np.frombuffer(other_b, dtype=np.float32).copy())
         if act_pair is not None:
             acts[name] = act_pair
         if one:
@@ -279,3 +280,17 @@ def _decode_layer(spec: Any, rows: int, cols: int, codes_enc: str, index_enc: st
         single = len(params) == 1
         act_pair = (None, params[0]) if single else (params[0], params[1])
     return view, act_pair, single
+
+
+def read_plan(data: bytes) -> Plan:
+    return read(data).plan
+
+
+def run(data: bytes, ctx: RunContext) -> Measured:
+    """Decode the file into the folded model and run it in PyTorch."""
+    decoded = read(data)
+    model = ctx.compile(decoded.plan).model_from_state(decoded.state, decoded.acts)
+    return measure_torch(model, ctx)
+
+
+register_format(Format("studio", ".studio", "studio (compressed)", write, read_plan, run))

@@ -20,15 +20,15 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from .plan import LayerSpec, Plan
-
-if TYPE_CHECKING:
-    from .session import Session
+from ..compiled import CompressedModel
+from ..layers import LayerKind, weight_key
+from ..plan import LayerSpec, Plan
+from .base import Format, Measured, RunContext, plan_from_metadata, plan_metadata, register_format, time_passes
 
 OPSET = 21
 INT4_MAX_BITS = 4
@@ -75,11 +75,11 @@ def _input_names(inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, dic
     return args, names, {n: {0: "batch"} for n in names}
 
 
-def _export_float(session: "Session") -> "Any":
+def _export_float(compiled: CompressedModel) -> Any:
     import onnx
 
-    model = session.float_model()
-    sample = session.example_inputs()
+    model = compiled.float_model()
+    sample = compiled.example_inputs
     args, names, axes = _input_names(sample)
     kwargs = dict(sample) if isinstance(sample, Mapping) else None
     buf = io.BytesIO()
@@ -127,7 +127,7 @@ class _Graph:
 def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...]) -> None:
     from onnx import TensorProto, helper
 
-    key = f"{name}.weight" if name else "weight"
+    key = weight_key(name)
     init = graph.inits.get(key)
     if init is None:
         return
@@ -195,10 +195,10 @@ def _compute_node(graph: _Graph, key: str) -> Any:
     return node
 
 
-def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out: Any, has_bias: bool) -> None:
-    key = f"{name}.weight" if name else "weight"
+def _quantize_activations(graph: _Graph, name: str, kind: LayerKind, q_in: Any, q_out: Any, has_bias: bool) -> None:
+    key = weight_key(name)
     node = _compute_node(graph, key)
-    if q_in is not None and kind != "Embedding":  # the input, for this layer only
+    if q_in is not None and kind.float_input:  # the input, for this layer only
         quantized = graph.fresh(node.input[0] + "_dq")
         for new in _qdq_nodes(graph, node.input[0], quantized, q_in):
             graph.insert_before(node, new)
@@ -206,7 +206,7 @@ def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out:
     if q_out is None:
         return
     last = node  # the output, after the bias (a separate Add when Linear runs as MatMul)
-    bias_key = f"{name}.bias" if name else "bias"
+    bias_key = weight_key(name, "bias")
     if has_bias and bias_key not in node.input:
         last = next((n for n in graph.consumers(bias_key) if n.op_type == "Add"), node)
     out = last.output[0]
@@ -217,24 +217,55 @@ def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out:
         graph.g.node.insert(idx + offset, new)
 
 
-def export_onnx(session: "Session", plan: Plan) -> bytes:
-    """The ONNX bytes of ``plan`` applied to the session's model."""
+def export_onnx(compiled: CompressedModel) -> bytes:
+    """The ONNX bytes of a compiled plan."""
     import onnx
 
-    model = _export_float(session)
+    model = _export_float(compiled)
     graph = _Graph(model.graph)
-    results = session.compress_plan(plan)
-    acts = session.activation_params(plan)
-    for info in session.layers:
+    for info in compiled.layers:
         graph.inits = {init.name: init for init in model.graph.initializer}
-        _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape)
-    for info in session.layers:
-        if info.name in acts:
-            q_in, q_out = acts[info.name]
-            _quantize_activations(graph, info.name, info.kind, q_in, q_out, info.has_bias)
-    from .verify import plan_metadata
-
-    for key, value in plan_metadata(plan).items():
+        _quantize_weight(graph, info.name, compiled.weights[info.name], info.channel_axis, info.weight_shape)
+    for info in compiled.layers:
+        if info.name in compiled.acts:
+            q_in, q_out = compiled.acts[info.name]
+            _quantize_activations(graph, info.name, info.layer_kind, q_in, q_out, info.has_bias)
+    for key, value in plan_metadata(compiled.plan).items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def read_plan(data: bytes) -> Plan:
+    import onnx
+
+    model = onnx.load_from_string(data)
+    return plan_from_metadata({p.key: p.value for p in model.metadata_props}, "ONNX")
+
+
+def _ort_runner(data: bytes, ctx: RunContext) -> Callable[[], list[torch.Tensor]]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+
+    def feeds(inputs: Any) -> dict[str, Any]:
+        if isinstance(inputs, torch.Tensor):
+            return {names[0]: inputs.numpy()}
+        if isinstance(inputs, Mapping):
+            return {k: v.numpy() for k, v in inputs.items()}
+        return {n: v.numpy() for n, v in zip(names, inputs)}
+
+    prepared = [feeds(x) for x, _ in ctx.batches]
+    return lambda: [torch.from_numpy(sess.run(None, f)[0]) for f in prepared]
+
+
+def run(data: bytes, ctx: RunContext) -> Measured:
+    """Run the file in ONNX Runtime (CPU), beside the float model exported the same way."""
+    outputs, latency = time_passes(_ort_runner(data, ctx))
+    float_onnx = export_onnx(ctx.compile(Plan()))
+    _, float_latency = time_passes(_ort_runner(float_onnx, ctx))
+    return Measured("onnxruntime", outputs, latency, float_latency)
+
+
+register_format(Format("onnx", ".onnx", "ONNX (QDQ)", export_onnx, read_plan, run))

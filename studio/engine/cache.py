@@ -1,0 +1,105 @@
+"""The compressed-weight cache: each (layer, spec) is compressed once, within a real-byte budget.
+
+An entry's cost is the bytes it really holds (dequantized weights, codes, masks),
+not counting the float weights it refers to. The entries of the current plan are
+pinned and never evicted, so a model bigger than the budget still answers ``size``
+and ``evaluate`` for the current plan without recompressing anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Hashable, Iterable
+
+import numpy as np
+import torch
+
+from .compress import CompressedWeight
+
+DEFAULT_BUDGET = 1 << 30
+
+
+def _storage_key(t: torch.Tensor | np.ndarray) -> tuple[int, int]:
+    if isinstance(t, np.ndarray):
+        return (t.__array_interface__["data"][0], t.nbytes)
+    return (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+
+
+def entry_bytes(result: CompressedWeight) -> int:
+    """Bytes that ``result`` holds beyond the float weights it was made from."""
+    own = getattr(result, "nbytes", None)
+    if isinstance(own, int):
+        return own
+    seen = {_storage_key(result.float_view)}
+    total = 0
+    arrays: list[torch.Tensor | np.ndarray | None] = [result.dequant_view, result.keep, result.codes, result.codebook]
+    if result.uniform is not None:
+        arrays += [result.uniform.scale, result.uniform.zero_point]
+    if result.stream is not None:
+        arrays += [result.stream.symbols, result.stream.zero_symbol]
+    for array in arrays:
+        if array is None:
+            continue
+        key = _storage_key(array)
+        if key not in seen:
+            seen.add(key)
+            total += key[1]
+    return total
+
+
+Key = Hashable
+
+
+class WeightCache:
+    """A thread-safe LRU of compressed weights with a byte budget and pinned entries."""
+
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET) -> None:
+        self.budget_bytes = int(budget_bytes)
+        self._entries: OrderedDict[Key, tuple[CompressedWeight, int]] = OrderedDict()
+        self._pinned: dict[str, frozenset[Key]] = {}  # pin group -> keys
+        self._bytes = 0
+        self._lock = threading.Lock()  # never held while compressing
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def get(self, key: Key, compute: Callable[[], CompressedWeight]) -> CompressedWeight:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit[0]
+        result = compute()
+        cost = entry_bytes(result)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (result, cost)
+                self._bytes += cost
+            self._evict()
+            return self._entries[key][0] if key in self._entries else result
+
+    def pin(self, group: str, keys: Iterable[Key]) -> None:
+        """Keep ``keys`` (e.g. the current plan's entries) whatever the budget; replaces ``group``'s pins."""
+        with self._lock:
+            self._pinned[group] = frozenset(keys)
+            self._evict()
+
+    def _evict(self) -> None:
+        pinned = frozenset().union(*self._pinned.values()) if self._pinned else frozenset()
+        if self._bytes <= self.budget_bytes:
+            return
+        for key in list(self._entries):
+            if self._bytes <= self.budget_bytes:
+                break
+            if key in pinned:
+                continue
+            _, cost = self._entries.pop(key)
+            self._bytes -= cost

@@ -1,0 +1,92 @@
+"""Activation calibration: statistics gathered once, quantization parameters chosen once.
+
+The calibration set runs through the float model twice, once for ranges and once
+for histograms, the first time any plan quantizes activations. Those statistics are
+kept for the session; the parameters for a (layer, bits, method) are chosen once
+and reused by every later plan.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from .activations import ActQParams, ActStats, choose_qparams
+from .data import Batch, call_model, to_device
+from .plan import Plan
+
+ActPair = tuple[ActQParams | None, ActQParams | None]
+
+
+class Calibrator:
+    """Activation statistics of each layer's input and output over the calibration set."""
+
+    def __init__(self, batches: list[Batch], input_mode: str, device: torch.device) -> None:
+        self.batches = batches
+        self.input_mode = input_mode
+        self.device = device
+        self._stats: dict[tuple[str, str], ActStats] | None = None
+        self._params: dict[tuple[str, int, str], ActPair] = {}
+        self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def stats(self, float_model: Callable[[], nn.Module], names: Iterable[str]) -> dict[tuple[str, str], ActStats]:
+        """Each layer's input/output statistics over the calibration set, from a float copy
+        of the folded model built by ``float_model()`` (once per session)."""
+        with self._lock:
+            if self._stats is not None:
+                return self._stats
+            model = float_model().to(self.device)
+            modules = {name: model.get_submodule(name) for name in names}
+            stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}
+            for phase in ("observe_range", "observe_hist"):
+                handles = []
+                for name, module in modules.items():
+                    handles.append(module.register_forward_pre_hook(self._pre(stats[(name, "in")], phase)))
+                    handles.append(module.register_forward_hook(self._post(stats[(name, "out")], phase)))
+                try:
+                    for inputs, _ in self.batches:
+                        call_model(model, to_device(inputs, self.device), self.input_mode)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+            self._stats = {k: v for k, v in stats.items() if v.hist is not None}
+            return self._stats
+
+    @staticmethod
+    def _pre(stat: ActStats, phase: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                getattr(stat, phase)(args[0].detach())
+
+        return hook
+
+    @staticmethod
+    def _post(stat: ActStats, phase: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                getattr(stat, phase)(out.detach())
+
+        return hook
+
+    def params(self, plan: Plan, names: Iterable[str], stats: dict[tuple[str, str], ActStats]) -> dict[str, ActPair]:
+        """Per layer with ``act_bits``: the (input, output) activation parameters."""
+        out: dict[str, ActPair] = {}
+        for name in names:
+            bits = plan.spec_for(name).act_bits
+            if not bits:
+                continue
+            key = (name, bits, plan.calibration)
+            pair = self._params.get(key)
+            if pair is None:
+                q_in, q_out = stats.get((name, "in")), stats.get((name, "out"))
+                pair = (
+                    choose_qparams(q_in, bits, plan.calibration) if q_in is not None else None,
+                    choose_qparams(q_out, bits, plan.calibration) if q_out is not None else None,
+                )
+                self._params[key] = pair
+            out[name] = pair
+        return out

@@ -1,0 +1,89 @@
+"""A plan applied to a model, frozen: what every export format consumes.
+
+``Session.compile(plan)`` returns a :class:`CompressedModel`: per layer the compressed
+weight (codes, scales or codebook, masks, dequantized values, byte counts), the bias
+and the activation parameters, plus the BatchNorm folds, the other tensors and example
+inputs. Writers and verifiers take it and never see the Session.
+
+It is not plain JSON data: its serialisation is the studio file format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .bn import unfold_weight
+from .compress import CompressedWeight
+from .errors import StudioError
+from .hooks import ActPair, install_act_hooks
+from .layers import LayerInfo, LayerKind, weight_key
+from .plan import Plan
+from .prepared import PreparedModel
+from .quantize import from_channel_view
+
+
+@dataclass(frozen=True)
+class CompressedModel:
+    """``plan`` applied to a prepared (BatchNorm-folded) model."""
+
+    plan: Plan
+    layers: tuple[LayerInfo, ...]
+    weights: Mapping[str, CompressedWeight]
+    biases: Mapping[str, torch.Tensor | None]
+    acts: Mapping[str, ActPair]
+    folds: tuple[tuple[str, str], ...]
+    bn_eps: Mapping[str, float]
+    rest: Mapping[str, torch.Tensor]  # every other tensor of the folded model, by state-dict key
+    example_inputs: Any
+    input_mode: str
+    prepared: PreparedModel
+
+    def kind(self, name: str) -> LayerKind:
+        return next(info for info in self.layers if info.name == name).layer_kind
+
+    # -- models ----------------------------------------------------------------------------
+    def float_model(self) -> nn.Module:
+        """The folded architecture with float weights (e.g. to trace for ONNX)."""
+        return self.prepared.float_model()
+
+    def simulated_model(self) -> nn.Module:
+        """A standalone module computing exactly what the studio evaluated for the plan."""
+        model = self.prepared.copy_with({name: w.dequant_view for name, w in self.weights.items()})
+        for name, pair in self.acts.items():
+            install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+        return model
+
+    def model_from_state(self, state: Mapping[str, torch.Tensor], acts: Mapping[str, ActPair] | None = None) -> nn.Module:
+        """The folded architecture with ``state`` loaded and activation quantizers installed."""
+        model = self.prepared.float_model()
+        try:
+            model.load_state_dict(dict(state), strict=True)
+        except RuntimeError as exc:
+            raise StudioError(f"the weights do not fit this session's model ({str(exc)[:300]})") from exc
+        for name, pair in (acts or {}).items():
+            install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+        return model.eval()
+
+    # -- state dicts -------------------------------------------------------------------------
+    def original_state_dict(self) -> dict[str, torch.Tensor]:
+        """The user's model's state dict with the plan's dequantized weights, BatchNorm folds
+        undone, so that it loads into the original architecture."""
+        original = self.prepared.original_state()
+        state = {k: v.clone().contiguous() for k, v in original.items()}
+        folded = dict(self.folds)
+        for info in self.layers:
+            key = weight_key(info.name)
+            if key not in state:
+                continue  # e.g. a TorchScript module with other names: leave the float weight
+            result = self.weights[info.name]
+            weight = from_channel_view(result.dequant_view, state[key], info.channel_axis, True).to(state[key].dtype)
+            bn = folded.get(info.name)
+            if bn is not None:
+                bn_stats = {k[len(bn) + 1 :]: v for k, v in original.items() if k.startswith(bn + ".")}
+                weight = unfold_weight(weight, bn_stats, self.bn_eps[bn], state[key])
+            state[key] = weight.contiguous()
+        return state

@@ -1,0 +1,174 @@
+"""The session's working copy of the user's model: BatchNorm folded, compressible layers found.
+
+The copy shares every tensor it does not change with the user's model, which is only
+ever read: BatchNorm folds produce new tensors, and each compressible layer gets its
+own ``Parameter`` whose ``data`` is pointed at the weights of the plan being evaluated
+(the float weights themselves for a layer left in float). So a session costs one
+extra copy of the weights at most: the dequantized weights of the current plan.
+
+TorchScript modules cannot share storage that way; they are copied whole.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .bn import bn_state, find_bn_pairs, fold
+from .errors import StudioError
+from .layers import KINDS_BY_NAME, LayerInfo, find_layers, kind_named, replace_module
+from .quantize import channel_view, from_channel_view
+
+
+def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Bytes of tensors as stored, counting storage shared by several names once."""
+    seen: set[tuple[int, int, torch.dtype]] = set()
+    total = 0
+    for t in tensors.values():
+        key = (t.data_ptr(), t.numel(), t.dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def check_finite(model: nn.Module) -> None:
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise StudioError(
+                f"'{key}' holds NaN or Inf values; the model cannot be compressed until they are "
+                "fixed (check the training run or the file it was loaded from)"
+            )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise StudioError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise StudioError("device='cuda' was asked for but CUDA is not available here; use device='cpu'")
+    return dev
+
+
+class PreparedModel:
+    """The folded working copy, its compressible layers and their float weights."""
+
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: torch.device = torch.device("cpu")) -> None:
+        if not isinstance(model, nn.Module):
+            raise StudioError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        check_finite(model)
+        self.user_model = model
+        self.device = device
+        self.scripted = isinstance(model, torch.jit.ScriptModule)
+        self.float_size_bytes = tensor_bytes(model.state_dict())
+        self.folds: list[tuple[str, str]] = find_bn_pairs(model) if fold_bn and not self.scripted else []
+        modules = dict(model.named_modules())
+        self.bn_eps = {bn: float(modules[bn].eps) for _, bn in self.folds}
+        self.work = self._folded_copy(share=not self.scripted).to(device)
+        found = find_layers(self.work)
+        if not found:
+            raise StudioError(f"the model has no compressible layers; Compression Studio compresses {sorted(KINDS_BY_NAME)}")
+        folded = dict(self.folds)
+        self.modules: dict[str, nn.Module] = {}
+        self.float_views: dict[str, torch.Tensor] = {}
+        infos = []
+        own_params: dict[int, nn.Parameter] = {}
+        for name, module, kind in found:
+            weight = module.weight
+            bias = getattr(module, "bias", None)
+            has_bias = isinstance(bias, torch.Tensor)
+            self.modules[name] = module
+            view = channel_view(weight.detach().to(torch.float32).cpu(), kind.channel_axis, True)
+            if self.scripted and view.data_ptr() == weight.data_ptr():
+                view = view.clone()  # TorchScript weights are overwritten in place by every plan
+            self.float_views[name] = view
+            if not self.scripted:
+                own_params[id(weight)] = nn.Parameter(weight.detach(), requires_grad=False)
+            infos.append(
+                LayerInfo(
+                    name=name,
+                    kind=kind.name,
+                    weight_shape=tuple(weight.shape),
+                    params=weight.numel() + (bias.numel() if has_bias else 0),
+                    channel_axis=kind.channel_axis,
+                    has_bias=has_bias,
+                    folded_bn=folded.get(name),
+                )
+            )
+        self._give_own_parameters(own_params)
+        self.layers: list[LayerInfo] = infos
+        self.info = {info.name: info for info in infos}
+        layer_tensors = {id(m.weight) for m in self.modules.values()}
+        layer_tensors |= {id(m.bias) for m in self.modules.values() if isinstance(getattr(m, "bias", None), torch.Tensor)}
+        self.rest = {k: t for k, t in self.work.state_dict(keep_vars=True).items() if id(t) not in layer_tensors}
+        self.rest_bytes = sum(t.numel() * t.element_size() for t in self.rest.values())
+
+    # -- building -----------------------------------------------------------------
+    def _folded_copy(self, share: bool) -> nn.Module:
+        """A copy of the user's model with the BatchNorm folds applied; shares the user's
+        tensors when ``share`` (nothing is ever written to them)."""
+        memo: dict[int, Any] = {}
+        if share:
+            memo = {id(t): t for t in self.user_model.state_dict(keep_vars=True).values()}
+        work = copy.deepcopy(self.user_model, memo).eval()
+        for layer_name, bn_name in self.folds:
+            layer = work.get_submodule(layer_name)
+            bn = work.get_submodule(bn_name)
+            bias = layer.bias.detach() if layer.bias is not None else None
+            weight, new_bias = fold(layer.weight.detach(), bias, bn_state(bn), bn.eps)
+            layer.weight = nn.Parameter(weight, requires_grad=False)
+            layer.bias = nn.Parameter(new_bias, requires_grad=False)
+            replace_module(work, bn_name, nn.Identity())
+        return work
+
+    def _give_own_parameters(self, own: dict[int, nn.Parameter]) -> None:
+        """Point every use of a compressible weight (tied weights too) at the working copy's own Parameter."""
+        for module in self.work.modules():
+            for key, param in list(module._parameters.items()):
+                if param is not None and id(param) in own:
+                    module._parameters[key] = own[id(param)]
+
+    # -- weights -----------------------------------------------------------------------
+    @torch.no_grad()
+    def set_weight(self, name: str, dequant_view: torch.Tensor) -> None:
+        """Make the working layer ``name`` use ``dequant_view`` (channel view) as its weight."""
+        module = self.modules[name]
+        info = self.info[name]
+        weight = from_channel_view(dequant_view, module.weight, info.channel_axis, True).to(module.weight.dtype)
+        if self.scripted:
+            module.weight.copy_(weight)
+        else:
+            module.weight.data = weight.to(self.device)
+
+    def layer_bias(self, name: str) -> torch.Tensor | None:
+        bias = getattr(self.modules[name], "bias", None)
+        return bias.detach() if isinstance(bias, torch.Tensor) else None
+
+    def kind(self, name: str) -> Any:
+        return kind_named(self.info[name].kind)
+
+    def copy_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A new CPU module of the folded architecture with ``weights`` (channel views by layer)."""
+        if self.scripted:
+            model = copy.deepcopy(self.work).cpu()
+        else:
+            model = self._folded_copy(share=False).cpu()
+        with torch.no_grad():
+            for name, view in weights.items():
+                module = model.get_submodule(name)
+                axis = self.info[name].channel_axis
+                module.weight.copy_(from_channel_view(view, module.weight, axis, True).to(module.weight.dtype))
+        return model.eval()
+
+    def float_model(self) -> nn.Module:
+        """A CPU copy of the folded model with float weights and no studio wrappers."""
+        return self.copy_with(self.float_views)
+
+    def original_state(self) -> dict[str, torch.Tensor]:
+        """The user's model's state dict (tensors shared, read only)."""
+        return {k: v.detach() for k, v in self.user_model.state_dict().items()}

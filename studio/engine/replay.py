@@ -1,0 +1,486 @@
+"""Incremental evaluation: after a change, run only what lies downstream of it.
+
+Every module call of the working model is numbered in call order, per eval batch, and
+its output may be kept. A pass after a plan change finds the first call that uses a
+changed layer (the boundary). Everything called before the boundary saw the same
+inputs and the same weights as in the last pass, so a call that both starts and ends
+before it can hand back its kept output instead of running; the calls nested inside
+it are skipped too. This needs no graph: it works on any eager model, with dict
+inputs, residuals or data-dependent control flow, and the outputs are bit-identical
+to a full pass by construction.
+
+What is kept is chosen after the first (profiled) pass, within a byte budget, by a
+greedy that maximises the compute skipped, averaged over a change at each layer.
+A kept output that something modified in place afterwards is detected through the
+tensors' version counters and never handed back. Beyond the budget, outputs are
+recomputed. TorchScript modules cannot be cut: every pass is a full pass, and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .data import Batch, call_model, slice_inputs, to_device
+from .hooks import ActPair, quantize_input, quantize_output
+from .progress import CancelFn, Cancelled, ProgressFn
+
+INF = 1 << 62
+DEFAULT_BUDGET = 1 << 30
+
+
+def _leaves(value: Any, out: list[torch.Tensor]) -> bool:
+    """Collect the tensors in an output; False when it holds something we cannot check."""
+    if isinstance(value, torch.Tensor):
+        out.append(value)
+        return True
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_leaves(v, out) for v in value)
+    if isinstance(value, Mapping):  # dicts, and Hugging Face ModelOutput (an OrderedDict)
+        return all(_leaves(v, out) for v in value.values())
+    return False
+
+
+@dataclass
+class _Entry:
+    """A kept call output, with the version of each of its tensors when it was kept."""
+
+    value: Any
+    leaves: tuple[torch.Tensor, ...]
+    versions: tuple[int, ...]
+    nbytes: int
+
+    @classmethod
+    def of(cls, value: Any) -> "_Entry | None":
+        leaves: list[torch.Tensor] = []
+        if not _leaves(value, leaves):
+            return None
+        storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in leaves}
+        return cls(value, tuple(leaves), tuple(t._version for t in leaves), sum(n for _, n in storages))
+
+    def intact(self) -> bool:
+        return all(t._version == v for t, v in zip(self.leaves, self.versions))
+
+
+@dataclass
+class _Trace:
+    """One batch's module calls in the last pass: who was called, and where each call ended."""
+
+    mods: list[int]
+    ends: list[int]
+    first: dict[int, int] = field(default_factory=dict)  # module index -> its first call
+
+    def __post_init__(self) -> None:
+        for i, m in enumerate(self.mods):
+            self.first.setdefault(m, i)
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    """How one evaluation pass ran."""
+
+    mode: str  # "incremental" or "full"
+    reason: str  # why it was a full pass, or notes
+    calls: int  # module calls in the pass
+    computed: int  # calls that ran
+    replayed: int  # calls whose kept output was handed back (nested calls included)
+
+
+class _WeightUses(TorchFunctionMode):
+    """Notes every compressible weight that an op uses outside that layer's own call."""
+
+    def __init__(self, runner: "IncrementalRunner") -> None:
+        super().__init__()
+        self.runner = runner
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        run = self.runner._run
+        if run is not None:
+            for arg in (*args, *kwargs.values()):
+                layer = self.runner._param_layer.get(id(arg)) if isinstance(arg, torch.Tensor) else None
+                if layer is not None and run.current_module not in self.runner._layer_mods[layer]:
+                    self.runner._outside_uses.add(layer)
+        return func(*args, **kwargs)
+
+
+class _BatchPass:
+    """One batch of one pass: numbers the calls, replays what it can, keeps what it should."""
+
+    def __init__(self, runner: "IncrementalRunner", batch: int, boundary: int, cancel: CancelFn | None, tick: Callable[[int], None]) -> None:
+        self.runner = runner
+        self.batch = batch
+        self.boundary = boundary
+        self.prev = runner._traces[batch]
+        self.cancel = cancel
+        self.tick = tick
+        self.counter = 0
+        self.mods: list[int] = []
+        self.ends: list[int] = []
+        self.refreshed: set[int] = set()
+        self.computed = 0
+        self.replayed = 0
+        self.times: list[float] = []
+        self.sizes: dict[int, int] = {}  # call index -> output bytes (profiled passes)
+        self.keep = True  # keep outputs (False for a pass whose outputs must not be reused)
+        self.current_module = -1
+
+    def call(self, idx: int, fwd: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("cancelled")
+        i = self.counter
+        runner = self.runner
+        prev = self.prev
+        if i < self.boundary and prev is not None:
+            if i < len(prev.mods) and prev.mods[i] == idx:
+                end = prev.ends[i]
+                entry = runner._store.get((self.batch, i)) if end <= self.boundary else None
+                if entry is not None:
+                    if entry.intact():
+                        self.mods.extend(prev.mods[i:end])
+                        self.ends.extend(prev.ends[i:end])
+                        self.times.extend([0.0] * (end - i))
+                        self.counter = end
+                        self.replayed += end - i
+                        self.tick(end)
+                        return entry.value
+                    runner._drop((self.batch, i))  # modified in place after it was kept: never again
+                    runner._blacklist.add(i)
+            else:  # the calls differ from the last pass before any change: replay nothing more
+                self.boundary = i
+                runner.notes.add("the model's module calls differed between identical passes, so this pass ran in full")
+        self.counter += 1
+        self.mods.append(idx)
+        self.ends.append(-1)
+        self.times.append(0.0)
+        outer, self.current_module = self.current_module, idx
+        start = time.perf_counter()
+        try:
+            out = runner._invoke(idx, fwd, args, kwargs)
+        finally:
+            self.current_module = outer
+        self.times[i] = time.perf_counter() - start
+        self.ends[i] = self.counter
+        self.computed += 1
+        runner._keep(self, i, out)
+        self.tick(self.counter)
+        return out
+
+
+class IncrementalRunner:
+    """Runs the working model over the eval batches, downstream of the last change only."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer_modules: Mapping[str, nn.Module],
+        batches: list[Batch],
+        *,
+        input_mode: str,
+        device: torch.device,
+        pick: Callable[[Any], torch.Tensor],
+        budget_bytes: int = DEFAULT_BUDGET,
+    ) -> None:
+        self.model = model
+        self.batches = batches
+        self.input_mode = input_mode
+        self.device = device
+        self.pick = pick
+        self.budget_bytes = int(budget_bytes)
+        self.enabled = not isinstance(model, torch.jit.ScriptModule)
+        self.reason = "" if self.enabled else "TorchScript modules cannot be cut, so every pass runs in full"
+        self.notes: set[str] = set()
+        n = len(batches)
+        self._traces: list[_Trace | None] = [None] * n
+        self._configs: list[Mapping[str, Hashable] | None] = [None] * n
+        self._valid: list[int] = [INF] * n
+        self._outputs: list[torch.Tensor | None] = [None] * n
+        self._store: dict[tuple[int, int], _Entry] = {}
+        self._bytes = 0
+        self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
+        self._blacklist: set[int] = set()
+        self._run: _BatchPass | None = None
+        self._acts: dict[int, ActPair] = {}
+        self._modules: list[nn.Module] = []
+        self._layer_of_module: dict[int, str] = {}
+        self._layer_mods: dict[str, set[int]] = {}
+        self._param_layer: dict[int, str] = {}
+        self._outside_uses: set[str] = set()
+        self._profile_times: np.ndarray | None = None
+        self._profile_sizes = np.zeros(0)
+        if self.enabled:
+            self._wrap(layer_modules)
+
+    # -- set-up ------------------------------------------------------------------------
+    def _wrap(self, layer_modules: Mapping[str, nn.Module]) -> None:
+        index = {}
+        for name, module in self.model.named_modules():
+            if not name or id(module) in index:
+                continue
+            index[id(module)] = len(self._modules)
+            self._modules.append(module)
+            module.forward = self._wrapper(index[id(module)], module.forward)
+        for layer, module in layer_modules.items():
+            weight = module.weight
+            self._param_layer[id(weight)] = layer
+            self._layer_of_module[index[id(module)]] = layer
+            users = {index[id(m)] for m in self.model.modules() if id(m) in index and any(p is weight for p in m._parameters.values())}
+            self._layer_mods[layer] = users | {index[id(module)]}
+
+    def _wrapper(self, idx: int, fwd: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            run = self._run
+            if run is None:
+                return self._invoke(idx, fwd, args, kwargs)
+            return run.call(idx, fwd, args, kwargs)
+
+        return forward
+
+    def _invoke(self, idx: int, fwd: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        pair = self._acts.get(idx)
+        if pair is None:
+            return fwd(*args, **kwargs)
+        args = quantize_input(args, pair[0]) or args
+        out = fwd(*args, **kwargs)
+        quantized = quantize_output(out, pair[1])
+        return out if quantized is None else quantized
+
+    # -- keeping outputs ------------------------------------------------------------------
+    @property
+    def kept_bytes(self) -> int:
+        return self._bytes
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        entry = self._store.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.nbytes
+
+    def _keep(self, run: _BatchPass, i: int, out: Any) -> None:
+        if not run.keep:
+            return
+        key = (run.batch, i)
+        self._drop(key)
+        profiling = self._selected is None
+        if i in self._blacklist or not (profiling or i in self._selected):
+            return
+        entry = _Entry.of(out)
+        if entry is None:
+            self._blacklist.add(i)
+            return
+        if profiling:
+            run.sizes[i] = entry.nbytes
+        if self._bytes + entry.nbytes > self.budget_bytes:
+            return
+        self._store[key] = entry
+        self._bytes += entry.nbytes
+        run.refreshed.add(i)
+
+    # -- passes ------------------------------------------------------------------------------
+    def boundary(self, batch: int, configs: Mapping[str, Hashable]) -> int:
+        """The first call index of ``batch`` that a layer changed since its last pass uses."""
+        trace, done = self._traces[batch], self._configs[batch]
+        if not self.enabled or trace is None or done is None:
+            return 0
+        bound = self._valid[batch]
+        for layer, config in configs.items():
+            if done.get(layer) == config:
+                continue
+            if layer in self._outside_uses:
+                self.notes.add(f"the weight of {layer} is also used outside its own module, so a change to it runs a full pass")
+                return 0
+            firsts = [trace.first[m] for m in self._layer_mods[layer] if m in trace.first]
+            bound = min([bound, *firsts]) if firsts else 0
+        return bound
+
+    def run(
+        self,
+        configs: Mapping[str, Hashable],
+        acts: Mapping[str, ActPair],
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> tuple[list[torch.Tensor], PassInfo]:
+        """Outputs of the working model (weights already loaded) for every eval batch."""
+        self._acts = {idx: acts[layer] for idx, layer in self._layer_of_module.items() if layer in acts}
+        self.notes.clear()
+        # progress counts module calls when the last pass tells how many there are, else batches
+        per_call = all(t is not None for t in self._traces) and self.enabled
+        total = sum(len(t.mods) for t in self._traces if t is not None) if per_call else len(self.batches)
+        outputs: list[torch.Tensor] = []
+        done = 0
+        calls = computed = replayed = 0
+        last_pct = -1
+
+        def tick(counter: int) -> None:
+            nonlocal last_pct
+            pct = (100 * (done + counter)) // max(total, 1)
+            if progress is not None and per_call and pct != last_pct and done + counter < total:
+                last_pct = pct
+                progress(done + counter, total)
+
+        for b, (inputs, _) in enumerate(self.batches):
+            trace = self._traces[b]
+            bound = self.boundary(b, configs)
+            cached = self._outputs[b]
+            if bound >= INF and cached is not None and trace is not None:  # nothing this batch sees changed
+                outputs.append(cached)
+                calls += len(trace.mods)
+                replayed += len(trace.mods)
+            else:
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled")
+                run = self._run_batch(b, bound, inputs, configs, cancel, tick)
+                outputs.append(self._outputs[b])  # type: ignore[arg-type]
+                calls += len(run.mods)
+                computed += run.computed
+                replayed += run.replayed
+            done += (len(trace.mods) if trace is not None else 0) if per_call else 1
+            if progress is not None and not per_call:
+                progress(done, total)
+        if progress is not None and per_call:
+            progress(total, total)
+        if self._selected is None and self.enabled:
+            self._select()
+        mode = "incremental" if self.enabled and replayed > 0 else "full"
+        reasons = ([self.reason] if self.reason else []) + sorted(self.notes)
+        return outputs, PassInfo(mode, "; ".join(reasons), calls, computed, replayed)
+
+    def _find_outside_uses(self, inputs: Any) -> None:
+        """Run two samples once, watching every op, to find weights used outside their own module.
+
+        A separate pass: a TorchFunctionMode can change which kernels some modules pick
+        (e.g. attention's fast path), so nothing it computes is kept or scored."""
+        run = _BatchPass(self, 0, 0, None, lambda counter: None)
+        run.keep = False
+        self._run = run
+        try:
+            with torch.no_grad(), _WeightUses(self):
+                call_model(self.model, to_device(slice_inputs(inputs, 0, 2), self.device), self.input_mode)
+        finally:
+            self._run = None
+
+    def _run_batch(
+        self, b: int, bound: int, inputs: Any, configs: Mapping[str, Hashable], cancel: CancelFn | None, tick: Callable[[int], None]
+    ) -> _BatchPass:
+        if self._selected is None and self.enabled and b == 0:
+            self._find_outside_uses(inputs)
+        run = _BatchPass(self, b, bound, cancel, tick)
+        self._run = run
+        try:
+            with torch.no_grad():
+                raw = call_model(self.model, to_device(inputs, self.device), self.input_mode)
+            out = self.pick(raw)
+        except BaseException:
+            self._abort(b, run.boundary)
+            raise
+        finally:
+            self._run = None
+        self._commit(b, run, configs)
+        self._outputs[b] = out
+        if self._selected is None:
+            self._profile(run)
+        return run
+
+    def _profile(self, run: _BatchPass) -> None:
+        """Add a profiled pass's call times and output sizes (summed over batches, by call index)."""
+        n = len(run.times)
+        if self._profile_times is None:
+            self._profile_times = np.zeros(n)
+            self._profile_sizes = np.zeros(n)
+        m = min(n, len(self._profile_times))
+        self._profile_times[:m] += np.asarray(run.times[:m])
+        for i, size in run.sizes.items():
+            if i < m:
+                self._profile_sizes[i] += size
+
+    def _commit(self, b: int, run: _BatchPass, configs: Mapping[str, Hashable]) -> None:
+        for key in [k for k in self._store if k[0] == b and k[1] >= run.boundary and k[1] not in run.refreshed]:
+            self._drop(key)  # kept under the old plan and not refreshed: stale
+        self._traces[b] = _Trace(run.mods, run.ends)
+        self._configs[b] = dict(configs)
+        self._valid[b] = INF
+
+    def _abort(self, b: int, bound: int) -> None:
+        """A pass stopped inside batch ``b``: what it kept past the boundary mixes two plans."""
+        for key in [k for k in self._store if k[0] == b and k[1] >= bound]:
+            self._drop(key)
+        self._valid[b] = min(self._valid[b], bound)
+        self._outputs[b] = None
+
+    def invalidate(self) -> None:
+        """Forget every kept output (the working model changed outside a plan)."""
+        for key in list(self._store):
+            self._drop(key)
+        n = len(self.batches)
+        self._traces, self._configs, self._valid, self._outputs = [None] * n, [None] * n, [INF] * n, [None] * n
+
+    # -- choosing what to keep ---------------------------------------------------------------
+    def _select(self) -> None:
+        """Choose the calls to keep: greedy on compute skipped per byte, averaged over a change at each layer."""
+        trace = self._traces[0]
+        if trace is None or self._profile_times is None:
+            self._selected = set()
+            return
+        n = min(len(trace.mods), len(self._profile_times))
+        ends = np.asarray(trace.ends[:n], dtype=np.int64)
+        times = self._profile_times[:n]
+        nbytes = self._profile_sizes[:n]
+        boundaries = []
+        for layer, mods in self._layer_mods.items():
+            firsts = [trace.first[m] for m in mods if m in trace.first]
+            if firsts:
+                boundaries.append(min(firsts))
+        bounds = np.sort(np.asarray(boundaries, dtype=np.int64))
+        parent = np.full(n, -1, dtype=np.int64)
+        stack: list[int] = []
+        for i in range(n):
+            while stack and ends[stack[-1]] <= i:
+                stack.pop()
+            parent[i] = stack[-1] if stack else -1
+            stack.append(i)
+        candidate = (nbytes > 0) & np.asarray([i not in self._blacklist for i in range(n)], dtype=bool)
+        estar = np.full(n, INF, dtype=np.int64)
+        covered = np.zeros(n, dtype=np.float64)
+        chosen = np.zeros(n, dtype=bool)
+        remaining = float(self.budget_bytes)
+        while True:
+            counts = np.searchsorted(bounds, estar, "left") - np.searchsorted(bounds, ends, "left")
+            gain = (times - covered) * np.maximum(counts, 0)
+            usable = candidate & ~chosen & (nbytes <= remaining) & (gain > 0)
+            if not usable.any():
+                break
+            density = np.where(usable, gain / np.maximum(nbytes, 1.0), -1.0)
+            c = int(np.argmax(density))
+            chosen[c] = True
+            remaining -= nbytes[c]
+            delta = times[c] - covered[c]
+            a = int(parent[c])
+            while a >= 0:
+                covered[a] += delta
+                if chosen[a]:
+                    break
+                a = int(parent[a])
+            estar[c + 1 : ends[c]] = np.minimum(estar[c + 1 : ends[c]], ends[c])
+        self._selected = {int(i) for i in np.flatnonzero(chosen)}
+        for key in [k for k in self._store if k[1] not in self._selected]:
+            self._drop(key)
+
+    def describe(self) -> dict[str, Any]:
+        """What the runner keeps, for reports and benchmarks."""
+        return {
+            "enabled": self.enabled,
+            "kept_calls": 0 if self._selected is None else len(self._selected),
+            "kept_bytes": self._bytes,
+            "budget_bytes": self.budget_bytes,
+            "calls_per_batch": 0 if self._traces[0] is None else len(self._traces[0].mods),
+            "budget_used": math.nan if not self.budget_bytes else self._bytes / self.budget_bytes,
+        }

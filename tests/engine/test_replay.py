@@ -1,0 +1,224 @@
+"""Incremental evaluation: after a change only what is downstream re-runs, and the
+outputs are bit-identical to a full pass."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import studio
+from studio.engine import Cancelled, LayerSpec, Plan, Session
+
+
+def full_pass(session: Session, plan: Plan) -> list[torch.Tensor]:
+    """The plan's outputs from a standalone module (no replay at all)."""
+    model = session.compressed_model(plan)
+    with torch.no_grad():
+        return [session.output_fn(model(x) if not isinstance(x, dict) else model(**x)).float() for x, _ in session.batches()]
+
+
+def random_walk(session: Session, steps: int, seed: int, acts: bool = True) -> list[Plan]:
+    """A slider session: one layer (or the activations, or the calibration) changes per step."""
+    rng = random.Random(seed)
+    plan, plans = Plan(), []
+    for _ in range(steps):
+        move = rng.random()
+        if acts and move < 0.15:
+            plan = plan.with_all(act_bits=rng.choice([None, 8, 16]))
+        elif acts and move < 0.25:
+            plan = plan.replace(calibration=rng.choice(["minmax", "percentile", "mse"]))
+        else:
+            name = rng.choice(session.layer_names)
+            plan = plan.with_layer(name, bits=rng.choice([None, 2, 3, 4, 6, 8, 16]), prune=rng.choice([0.0, 0.5]))
+        plans.append(plan)
+    return plans
+
+
+def assert_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", studio.list_samples())
+def test_every_sample_is_bit_identical_to_a_full_pass(samples, name):
+    sample = samples[name]
+    session = Session(sample.model, sample.eval_data)
+    reference = Session(sample.model, sample.eval_data, activation_cache_bytes=0)  # keeps nothing: full passes
+    replayed = 0
+    for plan in random_walk(session, 14, seed=hash(name) % 1000):
+        report = session.evaluate(plan)
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+        assert report.metric == reference.evaluate(plan).metric
+        replayed += report.timing.calls - report.timing.computed
+    assert_identical(session.outputs(plan), full_pass(session, plan))
+    assert replayed > 0  # some passes really ran downstream only
+
+
+def test_last_layer_change_runs_only_the_last_layer(samples):
+    sample = samples["digits-resnet"]
+    session = Session(sample.model, sample.eval_data)
+    session.evaluate(Plan().with_layer(session.layer_names[0], bits=4))  # fills what is kept
+    report = session.evaluate(Plan().with_layer(session.layer_names[0], bits=4).with_layer(session.layer_names[-1], bits=4))
+    assert report.timing.mode == "incremental"
+    assert report.timing.computed <= 2 * len(session.batches())  # the head (and its parent) per batch
+    unchanged = session.evaluate(Plan().with_layer(session.layer_names[0], bits=4).with_layer(session.layer_names[-1], bits=4))
+    assert unchanged.timing.computed == 0 and unchanged.metric == report.metric
+
+
+class Residual(nn.Module):
+    """Residual blocks whose skip adds in place onto a layer's output (torchvision-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(12, 32)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32)) for _ in range(4)])
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for block in self.blocks:
+            out = block(x)
+            out += x  # modifies a kept output in place: must never be replayed stale
+            x = torch.relu(out)
+        return self.head(x)
+
+
+def test_residual_model_with_in_place_adds_is_bit_identical():
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.randn(96, 12)
+    data = (x, model(x).argmax(1))
+    session = Session(model, data, batch_size=32)
+    reference = Session(model, data, batch_size=32, activation_cache_bytes=0)
+    for plan in random_walk(session, 20, seed=3):
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+
+
+class DictTransformer(nn.Module):
+    """A tiny transformer taking dict inputs (input_ids, attention_mask), with residuals."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(input_ids)
+        a, _ = self.attn(h, h, h, key_padding_mask=attention_mask == 0, need_weights=False)
+        h = self.norm(h + a)
+        return self.head(h + self.ff(h))
+
+
+def token_data(n: int = 24, length: int = 10, vocab: int = 50) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (n, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[::3, -3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_dict_input_transformer_is_bit_identical():
+    torch.manual_seed(0)
+    model = DictTransformer().eval()
+    data = (token_data(), None)
+    session = Session(model, data, batch_size=8)
+    reference = Session(model, data, batch_size=8, activation_cache_bytes=0)
+    for plan in random_walk(session, 16, seed=5):
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+
+
+def test_hugging_face_bert_is_bit_identical():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    data = (token_data(16, 12, 100), None)
+    session = Session(model, data, batch_size=8)
+    reference = Session(model, data, batch_size=8, activation_cache_bytes=0)
+    for plan in random_walk(session, 12, seed=7):
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+    last = session.evaluate(plan.with_layer("classifier", bits=3))
+    assert last.timing.computed_fraction < 0.2  # only the classifier (and its callers) ran
+
+
+class FunctionalHead(nn.Module):
+    """Uses a compressible layer's weight outside that layer's own call (tied output head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.mix = nn.Linear(16, 16)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(torch.tanh(self.mix(self.embed(ids))), self.embed.weight)
+
+
+def test_weight_used_outside_its_module_runs_a_full_pass_and_says_so():
+    torch.manual_seed(0)
+    model = FunctionalHead().eval()
+    ids = torch.randint(0, 20, (16, 5))
+    session = Session(model, (ids, None), batch_size=8)
+    reference = Session(model, (ids, None), batch_size=8, activation_cache_bytes=0)
+    plan = Plan().with_layer("mix", bits=4)
+    session.evaluate(plan)
+    report = session.evaluate(plan.with_layer("embed", bits=3))
+    assert "used outside its own module" in report.timing.reason
+    assert_identical(session.outputs(plan.with_layer("embed", bits=3)), reference.outputs(plan.with_layer("embed", bits=3)))
+
+
+def test_torchscript_runs_full_passes_and_says_so(samples):
+    sample = samples["digits-mlp"]
+    session = Session(torch.jit.script(sample.model), sample.eval_data)
+    report = session.evaluate(Plan().with_layer("fc3", bits=4))
+    assert report.timing.mode == "full" and "TorchScript" in report.timing.reason
+
+
+def test_a_cancelled_pass_leaves_kept_outputs_consistent(samples):
+    sample = samples["digits-cnn"]
+    session = Session(sample.model, sample.eval_data, batch_size=100)
+    reference = Session(sample.model, sample.eval_data, batch_size=100, activation_cache_bytes=0)
+    plan_a = Plan().with_layer("features.3", bits=4)
+    session.evaluate(plan_a)
+    calls = {"n": 0}
+
+    def cancel_midway() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 12  # inside the second batch
+
+    plan_b = plan_a.with_layer("features.0", bits=3)
+    with pytest.raises(Cancelled):
+        session.evaluate(plan_b, cancel=cancel_midway)
+    for plan in (plan_a, plan_b, plan_a.with_layer("classifier.1", bits=2)):
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+
+
+def test_kept_outputs_respect_the_budget(samples):
+    sample = samples["digits-resnet"]
+    budget = 2_000_000
+    session = Session(sample.model, sample.eval_data, activation_cache_bytes=budget)
+    for plan in random_walk(session, 6, seed=11, acts=False):
+        session.evaluate(plan)
+        assert session._runner.kept_bytes <= budget
+
+
+def test_session_keeps_at_most_one_extra_copy_of_the_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(6)]).eval()
+    session = Session(model, (torch.randn(8, 256), None))
+    user = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+    work = {p.untyped_storage().data_ptr() for p in session._prepared.work.parameters()}
+    assert work <= user  # in float, the working copy is the user's own tensors, read only
+    plan = Plan.uniform(4)
+    session.evaluate(plan)
+    weights = sum(m.weight.numel() * 4 for m in model)
+    held = sum(p.untyped_storage().nbytes() for p in session._prepared.work.parameters() if p.untyped_storage().data_ptr() not in user)
+    assert held <= weights  # one dequantized copy of the weights (biases are shared)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    session.evaluate(Plan.uniform(2, prune=0.5))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
