@@ -9,29 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-FLOAT_BITS = (None, 16)
+from .activations import RANGE_METHODS
+from .errors import StudioError
+from .prune import PRUNERS, is_prune_method
+from .quantize import CLIP_METHODS
+
 INT_BITS = tuple(range(2, 9))
 VALID_BITS = INT_BITS + (16, 32, None)
 GRANULARITIES = ("channel", "tensor")
-CLIP_METHODS = ("minmax", "mse")
-PRUNE_METHODS_FIXED = ("unstructured", "structured")
 MAX_PRUNE = 0.99
-_NM = re.compile(r"^(\d+):(\d+)$")
 
 PLAN_FORMAT_VERSION = 1
-CALIBRATION_METHODS = ("minmax", "percentile", "mse", "kl")
-
-
-def parse_nm(method: str) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)``; anything else -> None."""
-    match = _NM.match(method)
-    if not match:
-        return None
-    return int(match.group(1)), int(match.group(2))
 
 
 @dataclass(frozen=True)
@@ -66,38 +57,36 @@ class LayerSpec:
             if isinstance(bits, float) and bits.is_integer():
                 bits = int(bits)
             else:
-                raise ValueError(f"bits must be an integer 2..8, 16, 32 or None; got {self.bits!r}")
+                raise StudioError(f"bits must be an integer 2..8, 16, 32 or None; got {self.bits!r}")
         if bits not in VALID_BITS:
-            raise ValueError(
+            raise StudioError(
                 f"bits={bits} is out of range: use 2..8 for integer codes, 16 for float16, "
                 "or None/32 to leave the layer in float32"
             )
         object.__setattr__(self, "bits", None if bits == 32 else bits)
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}; got {self.granularity!r}")
+            raise StudioError(f"granularity must be one of {GRANULARITIES}; got {self.granularity!r}")
         if self.clip not in CLIP_METHODS:
-            raise ValueError(f"clip must be one of {CLIP_METHODS}; got {self.clip!r}")
+            raise StudioError(f"clip must be one of {list(CLIP_METHODS)}; got {self.clip!r}")
         try:
             prune = float(self.prune)
         except (TypeError, ValueError):
-            raise ValueError(f"prune must be a fraction in [0, {MAX_PRUNE}]; got {self.prune!r}") from None
+            raise StudioError(f"prune must be a fraction in [0, {MAX_PRUNE}]; got {self.prune!r}") from None
         if not 0.0 <= prune <= MAX_PRUNE:
-            raise ValueError(
+            raise StudioError(
                 f"prune={self.prune} is out of range: give the fraction of weights to remove, "
                 f"from 0 to {MAX_PRUNE} (e.g. 0.5 for 50%)"
             )
         object.__setattr__(self, "prune", prune)
-        if self.prune_method not in PRUNE_METHODS_FIXED:
-            nm = parse_nm(self.prune_method)
-            if nm is None or not 0 < nm[0] < nm[1]:
-                raise ValueError(
-                    f"prune_method must be 'unstructured', 'structured' or an N:M pattern "
-                    f"such as '2:4'; got {self.prune_method!r}"
-                )
+        if not is_prune_method(self.prune_method):
+            raise StudioError(
+                f"prune_method must be one of {PRUNERS.names()} or an N:M pattern such as '2:4'; "
+                f"got {self.prune_method!r}"
+            )
         if self.cluster and self.bits not in INT_BITS:
-            raise ValueError("cluster=True needs bits in 2..8 (the codebook has 2**bits entries)")
+            raise StudioError("cluster=True needs bits in 2..8 (the codebook has 2**bits entries)")
         if self.act_bits not in (None, 8, 16):
-            raise ValueError(f"act_bits must be 8, 16 or None (float activations); got {self.act_bits!r}")
+            raise StudioError(f"act_bits must be 8, 16 or None (float activations); got {self.act_bits!r}")
 
     @property
     def is_float(self) -> bool:
@@ -127,7 +116,7 @@ class LayerSpec:
     def replace(self, **changes: Any) -> "LayerSpec":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
+            raise StudioError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,10 +125,10 @@ class LayerSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LayerSpec":
         if not isinstance(data, Mapping):
-            raise ValueError(f"a layer spec must be a JSON object; got {type(data).__name__}")
+            raise StudioError(f"a layer spec must be a JSON object; got {type(data).__name__}")
         unknown = set(data) - set(spec_fields())
         if unknown:
-            raise ValueError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
+            raise StudioError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
         return cls(**dict(data))
 
 
@@ -163,13 +152,13 @@ class Plan:
 
     def __post_init__(self) -> None:
         if not isinstance(self.default, LayerSpec):
-            raise ValueError("Plan.default must be a LayerSpec")
-        if self.calibration not in CALIBRATION_METHODS:
-            raise ValueError(f"calibration must be one of {CALIBRATION_METHODS}; got {self.calibration!r}")
+            raise StudioError("Plan.default must be a LayerSpec")
+        if self.calibration not in RANGE_METHODS:
+            raise StudioError(f"calibration must be one of {RANGE_METHODS.names()}; got {self.calibration!r}")
         items = dict(self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides)
         for name, spec in items.items():
             if not isinstance(name, str) or not isinstance(spec, LayerSpec):
-                raise ValueError("Plan overrides map layer names (str) to LayerSpec objects")
+                raise StudioError("Plan overrides map layer names (str) to LayerSpec objects")
         object.__setattr__(self, "overrides", tuple(sorted(items.items())))
 
     # -- construction -------------------------------------------------------------
@@ -246,7 +235,7 @@ class Plan:
         valid = list(valid)
         unknown = [name for name, _ in self.overrides if name not in valid]
         if unknown:
-            raise ValueError(
+            raise StudioError(
                 f"the plan names layer(s) {unknown} that the model does not have; "
                 f"compressible layers are: {valid}"
             )
@@ -264,17 +253,17 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
         if not isinstance(data, Mapping):
-            raise ValueError(f"a plan must be a JSON object; got {type(data).__name__}")
+            raise StudioError(f"a plan must be a JSON object; got {type(data).__name__}")
         allowed = {"version", "default", "layers", "huffman", "calibration"}
         unknown = set(data) - allowed
         if unknown:
-            raise ValueError(f"unknown plan key(s) {sorted(unknown)}; valid: {sorted(allowed)}")
+            raise StudioError(f"unknown plan key(s) {sorted(unknown)}; valid: {sorted(allowed)}")
         version = data.get("version", PLAN_FORMAT_VERSION)
         if version != PLAN_FORMAT_VERSION:
-            raise ValueError(f"plan format version {version} is not supported (this studio reads {PLAN_FORMAT_VERSION})")
+            raise StudioError(f"plan format version {version} is not supported (this studio reads {PLAN_FORMAT_VERSION})")
         layers = data.get("layers", {})
         if not isinstance(layers, Mapping):
-            raise ValueError("plan 'layers' must map layer names to layer specs")
+            raise StudioError("plan 'layers' must map layer names to layer specs")
         return cls(
             default=LayerSpec.from_dict(data.get("default", {})),
             overrides=tuple((str(k), LayerSpec.from_dict(v)) for k, v in layers.items()),
@@ -290,5 +279,5 @@ class Plan:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"the plan is not valid JSON: {exc}") from None
+            raise StudioError(f"the plan is not valid JSON: {exc}") from None
         return cls.from_dict(data)

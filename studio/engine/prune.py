@@ -8,14 +8,29 @@ from __future__ import annotations
 
 from typing import Callable
 
+import re
+
 import torch
 
-from .plan import parse_nm
+from .errors import StudioError
 from .registry import Registry
 
 PruneFn = Callable[[torch.Tensor, float], torch.Tensor]
 PRUNERS: Registry[PruneFn] = Registry("prune method")
 register_pruner = PRUNERS.register
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+def parse_nm(method: str) -> tuple[int, int] | None:
+    """``"2:4"`` -> ``(2, 4)`` (keep N of every M); anything else -> None."""
+    match = _NM.match(method)
+    if not match or not 0 < int(match.group(1)) < int(match.group(2)):
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def is_prune_method(method: str) -> bool:
+    return method in PRUNERS or parse_nm(method) is not None
 
 
 @register_pruner("unstructured")
@@ -64,5 +79,5 @@ def prune_mask(view: torch.Tensor, ratio: float, method: str) -> torch.Tensor | 
         return PRUNERS[method](view, ratio)
     nm = parse_nm(method)
     if nm is None:
-        raise ValueError(f"unknown prune method {method!r}; use one of {sorted(PRUNERS)} or 'N:M'")
+        raise StudioError(f"unknown prune method {method!r}; use one of {PRUNERS.names()} or an N:M pattern such as '2:4'")
     return prune_nm(view, *nm)

@@ -12,8 +12,11 @@ same code serves per-channel (C rows) and per-tensor (1 row) quantization.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+from .registry import Registry
 
 MSE_GRID = torch.linspace(0.30, 1.0, 36)
 
@@ -77,12 +80,22 @@ def dequantize_codes(codes: torch.Tensor, params: UniformParams) -> torch.Tensor
     return (codes - params.zero_point.unsqueeze(1)).to(torch.float32) * params.scale.unsqueeze(1)
 
 
-def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> UniformParams:
-    """Scales (and zero-points) per row of ``view``: min-max, or searched for lowest MSE."""
+ClipFn = Callable[[torch.Tensor, int, bool], UniformParams]
+CLIP_METHODS: Registry[ClipFn] = Registry("clip method")
+register_clip = CLIP_METHODS.register
+
+
+@register_clip("minmax")
+def clip_minmax(view: torch.Tensor, bits: int, symmetric: bool) -> UniformParams:
+    """The range of each row: scale = max|w| / qmax (symmetric) or (max - min) / (2**bits - 1)."""
+    return _minmax_params(view.min(dim=1).values, view.max(dim=1).values, bits, symmetric)
+
+
+@register_clip("mse")
+def clip_mse(view: torch.Tensor, bits: int, symmetric: bool) -> UniformParams:
+    """The shrunken range of each row with the lowest squared error, searched over MSE_GRID."""
     lo = view.min(dim=1).values
     hi = view.max(dim=1).values
-    if clip == "minmax":
-        return _minmax_params(lo, hi, bits, symmetric)
     best = _minmax_params(lo, hi, bits, symmetric)
     best_err = ((dequantize_codes(quantize_codes(view, best), best) - view) ** 2).sum(dim=1)
     for alpha in MSE_GRID[:-1].tolist():
@@ -94,3 +107,8 @@ def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> 
             best.zero_point = torch.where(better, cand.zero_point, best.zero_point)
             best_err = torch.where(better, err, best_err)
     return best
+
+
+def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> UniformParams:
+    """Scales (and zero-points) per row of ``view`` by the clip method ``clip`` (a registry)."""
+    return CLIP_METHODS.get_or_raise(clip)(view, bits, symmetric)

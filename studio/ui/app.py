@@ -22,15 +22,20 @@ from .model_panel import ModelPanel
 from .resize import FigureResizer
 from .state import StudioState
 from .style import CSS
-from .worker import Evaluator
 
 
 class Studio(W.VBox):
+    """The Compression Studio widget: six panels over one ``StudioState`` (``self.state``).
+
+    ``Studio()`` opens on the sample models; ``Studio(model, eval_data, **session_kwargs)``
+    or ``Studio(session)`` on your own. Evaluation runs in the state's worker thread;
+    ``wait()`` blocks until the newest plan is measured.
+    """
+
     def __init__(self, model: Any = None, eval_data: Any = None, **session_kwargs: Any) -> None:
         super().__init__()
         self.add_class("studio-root")
         self.state = StudioState()
-        self.evaluator = Evaluator(self.state.accept, self._async_error, self._busy)
 
         custom = model is not None
         self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)
@@ -45,6 +50,8 @@ class Studio(W.VBox):
         self.export_panel = ExportPanel(self.state)
         self.busy = W.HTML()
         self.busy.add_class("studio-busy")
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="160px", visibility="hidden"))
+        self.progress.add_class("studio-progress")
         self.error = W.HTML()
         self.error.add_class("studio-error-box")
         self.projector = W.ToggleButton(value=False, description="Projector size", tooltip="larger text for a projector")
@@ -53,7 +60,7 @@ class Studio(W.VBox):
         header = W.HBox(
             [
                 W.HTML("<h2 class='studio-title'>Compression Studio</h2>"),
-                self.busy,
+                W.HBox([self.progress, self.busy], layout=W.Layout(align_items="center")),
                 self.projector,
             ],
             layout=W.Layout(justify_content="space-between", align_items="center"),
@@ -68,11 +75,12 @@ class Studio(W.VBox):
 
         obs = self.state.observe
         obs(self._on_session, names="session")
-        obs(self._on_plan, names="plan")
-        obs(lambda _: self._show_size(), names="size_report")
+        obs(lambda _: self._show_size(), names="size_report")  # set together with the plan
         obs(lambda _: self._show_metric(), names=["eval_report", "last_report", "evaluating"])
+        obs(lambda _: self._show_busy(), names=["evaluating", "progress", "eta_s"])
         obs(lambda _: self._on_selected(), names="selected")
         obs(lambda _: self._show_history(), names=["history", "plan"])
+        obs(lambda _: self.export_panel.show_notes(), names="plan")
         obs(lambda ch: self._show_error(ch["new"]), names="error")
 
         if isinstance(model, Session):
@@ -106,15 +114,8 @@ class Studio(W.VBox):
         session = change["new"]
         self.model_panel.show(session, self.state.source)
         self.layers_panel.build(session)
-        self._on_plan(None)
-
-    def _on_plan(self, _: Any) -> None:
-        if self.state.session is None:
-            return
-        self.layers_panel.show()
-        self._show_histogram()
+        self._show_size()
         self.export_panel.show_notes()
-        self.evaluator.submit(self.state.session, self.state.plan)
 
     def _on_selected(self) -> None:
         self.layers_panel.show()
@@ -125,7 +126,8 @@ class Studio(W.VBox):
         if report is None:
             return
         self.layers_panel.show()
-        self.bars.value = layer_bars_html(report)
+        self.bars.value = layer_bars_html(report, {g.title: g.names for g in self.layers_panel.groups})
+        self._show_histogram()
         self._show_metric()
 
     def _show_metric(self) -> None:
@@ -154,14 +156,16 @@ class Studio(W.VBox):
             index = trace.customdata[index]
         self.state.restore(int(index))
 
-    def _busy(self, busy: bool) -> None:
-        self.state.evaluating = busy
-        self.busy.value = (
-            "<span class='studio-busy-on'>⏳ evaluating…</span>" if busy else "<span class='studio-busy-off'>✓ up to date</span>"
-        )
-
-    def _async_error(self, text: str) -> None:
-        self.state.error = text
+    def _show_busy(self) -> None:
+        s = self.state
+        if not s.evaluating:
+            self.progress.layout.visibility = "hidden"
+            self.busy.value = "<span class='studio-busy-off'>✓ up to date</span>"
+            return
+        self.progress.layout.visibility = "visible"
+        self.progress.value = s.progress
+        left = f" · about {s.eta_s:.0f} s left" if s.eta_s >= 1 else ""
+        self.busy.value = f"<span class='studio-busy-on'>⏳ evaluating… {100 * s.progress:.0f}%{left}</span>"
 
     def _show_error(self, text: str) -> None:
         self.error.value = f"<div class='studio-error'>⚠ {html.escape(text)}</div>" if text else ""
@@ -169,4 +173,9 @@ class Studio(W.VBox):
     # -- for scripts and tests ------------------------------------------------------
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the newest plan has been evaluated."""
-        return self.evaluator.wait(timeout)
+        return self.state.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the evaluation thread and close the widgets."""
+        self.state.close()
+        super().close()

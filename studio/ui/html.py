@@ -93,20 +93,27 @@ def metric_html(eval_report: Report | None, last: Report | None, evaluating: boo
     )
 
 
-def layer_bars_html(report: Report) -> str:
-    peak = max([layer.float_bytes for layer in report.layers.values()] + [1])
+def layer_bars_html(report: Report, groups: dict[str, list[str]] | None = None) -> str:
+    """Float against compressed bytes per layer, or per group of layers when ``groups`` is given."""
+    if groups:
+        items = [(title, sum(report.layers[n].float_bytes for n in names), sum(report.layers[n].total for n in names)) for title, names in groups.items()]
+        what = "group"
+    else:
+        items = [(layer.name, layer.float_bytes, layer.total) for layer in report.layers.values()]
+        what = "layer"
+    peak = max([before for _, before, _ in items] + [1])
     rows = []
-    for layer in report.layers.values():
+    for name, before, now in items:
         rows.append(
             "<div class='studio-barrow'>"
-            f"<span class='studio-barname'>{html.escape(layer.name)}</span>"
-            f"<span class='studio-bartrack'><span class='studio-barfloat' style='width:{100 * layer.float_bytes / peak:.1f}%'></span>"
-            f"<span class='studio-barnow' style='width:{100 * layer.total / peak:.1f}%'></span></span>"
-            f"<span class='studio-barval'>{fmt_bytes(layer.total)}</span></div>"
+            f"<span class='studio-barname'>{html.escape(name)}</span>"
+            f"<span class='studio-bartrack'><span class='studio-barfloat' style='width:{100 * before / peak:.1f}%'></span>"
+            f"<span class='studio-barnow' style='width:{100 * now / peak:.1f}%'></span></span>"
+            f"<span class='studio-barval'>{fmt_bytes(now)}</span></div>"
         )
     if report.rest_bytes:
         rows.append(f"<div class='studio-dim'>other tensors (norms, embeddings' extras…): {fmt_bytes(report.rest_bytes)}</div>")
-    return "<div class='studio-bars'><div class='studio-dim'>Per-layer size (grey: float, blue: now)</div>" + "".join(rows) + "</div>"
+    return f"<div class='studio-bars'><div class='studio-dim'>Per-{what} size (grey: float, blue: now)</div>" + "".join(rows) + "</div>"
 
 
 def sqnr_text(sqnr: float | None) -> str:

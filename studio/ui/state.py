@@ -1,20 +1,25 @@
 """The Studio's one state object: a traitlets model with no widgets in it.
 
 Views observe it and call its verbs; it never touches a widget. Every plan change
-goes through ``set_plan``, which keeps undo/redo and recomputes sizes at once (the
-engine's ``Session.size`` runs no forward pass). Measured reports arrive through
-``accept`` and are taken as current only when they are for the current plan.
+goes through ``set_plan``, which keeps undo/redo, recomputes sizes at once (the
+engine's ``Session.size`` runs no forward pass), publishes the new plan and its sizes
+in one atomic step, and submits the plan to its own :class:`Evaluator`. Measured
+reports arrive from the worker thread and are taken as current only when they are
+for the current plan. A ``StudioState`` works without any widget: scripts and tests
+drive it directly.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import traitlets
 
 from ..engine import Plan, Report, Session
+from .worker import Evaluator
 
 
 @dataclass(frozen=True)
@@ -46,25 +51,32 @@ def pareto_front(points: list[HistoryPoint]) -> list[int]:
 
 
 class StudioState(traitlets.HasTraits):
+    """Everything the Studio shows: the session, the plan and its sizes, the measured report,
+    the history of evaluated plans, undo/redo, and the evaluation's progress."""
+
     session = traitlets.Instance(Session, allow_none=True)
     source = traitlets.Unicode("")  # what is loaded: a sample name or a file name
     plan = traitlets.Instance(Plan, default_value=Plan())
-    size_report = traitlets.Instance(Report, allow_none=True)
+    size_report = traitlets.Instance(Report, allow_none=True)  # always for ``plan``; set with it
     eval_report = traitlets.Instance(Report, allow_none=True)  # measured, for the current plan only
     last_report = traitlets.Instance(Report, allow_none=True)  # the newest measured report, maybe stale
     evaluating = traitlets.Bool(False)
+    progress = traitlets.Float(0.0)  # of the running evaluation, 0..1
+    eta_s = traitlets.Float(-1.0)  # estimated seconds left (-1: unknown)
     selected = traitlets.Unicode("")
     history = traitlets.List()
     error = traitlets.Unicode("")
     can_undo = traitlets.Bool(False)
     can_redo = traitlets.Bool(False)
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, evaluate: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._undo: list[Plan] = []
         self._redo: list[Plan] = []
         self._coalesce: Any = None
         self._lock = threading.RLock()
+        self._started = 0.0
+        self.evaluator = Evaluator(self.accept, self._failed, self._busy, self._progressed) if evaluate else None
 
     # -- loading ----------------------------------------------------------------
     def load(self, session: Session, source: str) -> None:
@@ -97,6 +109,11 @@ class StudioState(traitlets.HasTraits):
     def set_layer(self, name: str, **changes: Any) -> None:
         key = (name, tuple(sorted(changes)))
         self.set_plan(self.plan.with_layer(name, **changes), coalesce=key)
+
+    def set_layers(self, names: list[str], **changes: Any) -> None:
+        """The same change on several layers (a group of the Layers panel): one undo step."""
+        key = (tuple(names), tuple(sorted(changes)))
+        self.set_plan(self.plan.with_layers(names, **changes), coalesce=key)
 
     def set_all(self, **changes: Any) -> None:
         key = ("*", tuple(sorted(changes)))
@@ -135,12 +152,16 @@ class StudioState(traitlets.HasTraits):
         self.selected = name
 
     def _apply(self, plan: Plan) -> None:
-        size = self.session.size(plan) if self.session is not None else None
-        self.eval_report = None
-        self.can_undo = bool(self._undo)
-        self.can_redo = bool(self._redo)
-        self.size_report = size
-        self.plan = plan
+        """Publish ``plan`` and its sizes in one step, then have it measured."""
+        size = self.session.size(plan) if self.session is not None else None  # may raise: nothing changed yet
+        with self.hold_trait_notifications():
+            self.eval_report = None
+            self.can_undo = bool(self._undo)
+            self.can_redo = bool(self._redo)
+            self.size_report = size
+            self.plan = plan
+        if self.session is not None and self.evaluator is not None:
+            self.evaluator.submit(self.session, plan)
 
     # -- results -------------------------------------------------------------------
     def accept(self, report: Report) -> None:
@@ -148,7 +169,33 @@ class StudioState(traitlets.HasTraits):
         with self._lock:
             self.last_report = report
             if not any(p.plan == report.plan for p in self.history):
-                point = HistoryPoint(report.plan, report.size_bytes, float(report.metric), describe_plan(report.plan))
+                point = HistoryPoint(report.plan, report.size_bytes, float(report.metric or 0.0), describe_plan(report.plan))
                 self.history = [*self.history, point]
             if report.plan == self.plan:
                 self.eval_report = report
+
+    def _failed(self, message: str) -> None:
+        self.error = message
+
+    def _busy(self, busy: bool) -> None:
+        with self.hold_trait_notifications():
+            if busy:
+                self._started = time.perf_counter()
+                self.progress, self.eta_s = 0.0, -1.0
+            self.evaluating = busy
+
+    def _progressed(self, done: int, total: int) -> None:
+        fraction = done / max(total, 1)
+        elapsed = time.perf_counter() - self._started
+        with self.hold_trait_notifications():
+            self.progress = fraction
+            self.eta_s = elapsed * (1 - fraction) / fraction if 0.05 <= fraction < 1 else -1.0
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until the newest plan has been evaluated (for scripts and tests)."""
+        return self.evaluator.wait(timeout) if self.evaluator is not None else True
+
+    def close(self) -> None:
+        """Stop the evaluation thread."""
+        if self.evaluator is not None:
+            self.evaluator.close()

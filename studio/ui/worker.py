@@ -26,15 +26,24 @@ def _close_all() -> None:
 
 
 class Evaluator:
+    """Evaluates the newest submitted plan in a worker thread; an older one still running is cancelled.
+
+    ``on_result(report)``, ``on_error(message)``, ``on_busy(bool)`` and
+    ``on_progress(done, total)`` are called from the worker thread (``on_busy(True)``
+    from the submitting thread).
+    """
+
     def __init__(
         self,
         on_result: Callable[[Report], None],
         on_error: Callable[[str], None],
         on_busy: Callable[[bool], None],
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self._on_result = on_result
         self._on_error = on_error
         self._on_busy = on_busy
+        self._on_progress = on_progress
         self._cond = threading.Condition()
         self._job: tuple[int, Session, Plan] | None = None
         self._generation = 0
@@ -67,6 +76,20 @@ class Evaluator:
         with self._cond:
             return self._cond.wait_for(lambda: self._job is None and not self._running, timeout)
 
+    def _cancel_for(self, generation: int) -> Callable[[], bool]:
+        return lambda: self._generation != generation
+
+    def _progress_for(self, generation: int) -> Callable[[int, int], None] | None:
+        on_progress = self._on_progress
+        if on_progress is None:
+            return None
+
+        def progress(done: int, total: int) -> None:
+            if self._generation == generation:  # a superseded pass reports nothing
+                on_progress(done, total)
+
+        return progress
+
     def _loop(self) -> None:
         while True:
             with self._cond:
@@ -77,7 +100,7 @@ class Evaluator:
                 self._job = None
                 self._running = True
             try:
-                report = session.evaluate(plan, cancel=lambda: self._generation != generation)
+                report = session.evaluate(plan, progress=self._progress_for(generation), cancel=self._cancel_for(generation))
                 if self._generation == generation:
                     self._on_result(report)
             except Cancelled:

@@ -1,3 +1,4 @@
+import pytest
 """Every required layer kind: Linear, Conv1d, Conv2d, Conv3d, ConvTranspose2d and Embedding."""
 
 import torch
@@ -50,3 +51,23 @@ def test_all_layer_kinds_compress_export_and_reload(tmp_path):
     assert check.metric == check.studio_metric  # ONNX Runtime agrees on every kind
     support = session.runtime_support(plan)
     assert support["up"].weights == "uint4 QDQ" and not support["up"].native
+
+
+def test_gpt2_conv1d_is_a_compressible_kind():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 64, (6, 10))
+    session = Session(model, (ids, None))
+    kinds = {info.name: info.kind for info in session.layers}
+    assert kinds["transformer.h.0.attn.c_attn"] == "Conv1D"
+    assert session.layer("transformer.h.0.attn.c_attn").channel_axis == 1  # weight is (in, out)
+    conv1d_params = sum(p.numel() for n, p in model.named_parameters() if ".c_" in n and n.endswith("weight"))
+    covered = sum(info.weight_shape[0] * info.weight_shape[1] for info in session.layers if info.kind == "Conv1D")
+    assert covered == conv1d_params  # every Conv1D weight is compressible now
+    report = session.evaluate(Plan.uniform(8))
+    assert report.fidelity.agreement > 0.9
+    assert report.layers["transformer.h.0.mlp.c_fc"].scales == 4 * 128  # one fp32 scale per output channel (n_inner = 4 * 32)
+    out = session.compressed_model(Plan.uniform(8))(ids).logits
+    assert torch.equal(out, session.outputs(Plan.uniform(8))[0])

@@ -235,3 +235,31 @@ def test_plan_export_round_trips(mlp_session, tmp_path):
     assert Plan.from_json(path.read_text()) == plan
     with pytest.raises(ValueError, match="unknown export format"):
         mlp_session.export(plan, tmp_path, format="zip")
+
+
+class SentenceEncoder(nn.Module):
+    """sentence-transformers style: forward takes one dict of features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 8)
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, features: dict) -> torch.Tensor:
+        h = self.embed(features["input_ids"]) * features["attention_mask"].unsqueeze(-1)
+        return self.proj(h.mean(1))
+
+
+def test_a_forward_taking_one_dict_is_detected_or_chosen():
+    torch.manual_seed(0)
+    model = SentenceEncoder().eval()
+    ids = torch.randint(0, 30, (12, 5))
+    data = ({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, None)
+    session = Session(model, data)
+    assert session.input_mode == "dict"
+    assert session.evaluate(Plan.uniform(8)).fidelity.cosine > 0.99
+    assert Session(model, data, input_mode="dict").baseline_metric == 1.0
+    with pytest.raises(studio.StudioError, match="forward pass failed"):
+        Session(model, data, input_mode="kwargs")
+    with pytest.raises(ValueError, match="input_mode must be one of"):
+        Session(model, data, input_mode="keywords")
