@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .engine import Plan, Report, Session, Verification
+from .engine import Plan, Report, Session, StudioError, Verification
 from .engine.formats import FORMATS
 from .loading import load_data, load_model
 from .samples import list_samples, load_sample
@@ -31,17 +31,17 @@ def _session(model_arg: str, data_arg: str | None) -> Session:
     if data_arg:
         data = load_data(data_arg)
     if data is None:
-        raise ValueError("a model file needs eval data: pass --data <file.npz or file.pt>")
+        raise StudioError("a model file needs eval data: pass --data <file.npz or file.pt>")
     return Session(model, data)
 
 
 def _plan(args: argparse.Namespace, session: Session) -> Plan:
     if args.plan and args.preset:
-        raise ValueError("give either --plan or --preset, not both")
+        raise StudioError("give either --plan or --preset, not both")
     if args.plan:
         path = Path(args.plan)
         if not path.is_file():
-            raise ValueError(f"no plan file at {path}")
+            raise StudioError(f"no plan file at {path}")
         return Plan.from_json(path.read_text())
     if args.preset:
         return Plan.preset(args.preset, session)
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if verification:
                 print(format_verification(verification))
         return 0
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (StudioError, OSError) as exc:
         print(f"studio: error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from .engine.errors import StudioError
 from .samples import SAMPLES, sample_spec
 
 Arch = str | nn.Module | Callable[[], nn.Module] | None
@@ -37,7 +38,7 @@ def _build(arch: Arch) -> nn.Module:
         return copy.deepcopy(arch)
     if callable(arch):
         return arch()
-    raise ValueError("arch must be a sample name, an nn.Module or a callable returning one")
+    raise StudioError("arch must be a sample name, an nn.Module or a callable returning one")
 
 
 def _matches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
@@ -54,7 +55,7 @@ def model_from_state_dict(state: Mapping[str, torch.Tensor], arch: Arch = None) 
                 arch = spec.name
                 break
         else:
-            raise ValueError(
+            raise StudioError(
                 "this file holds only weights (a state dict) that match none of the sample "
                 f"architectures {list(SAMPLES)}; pass arch=<an nn.Module of the right architecture>, "
                 "or save the model as TorchScript (torch.jit.script(model).save(path))"
@@ -62,7 +63,7 @@ def model_from_state_dict(state: Mapping[str, torch.Tensor], arch: Arch = None) 
     model = _build(arch)
     result = model.load_state_dict(dict(state), strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
+        raise StudioError(
             f"the weights do not fit the architecture: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
@@ -73,7 +74,7 @@ def load_model(path: str | Path, arch: Arch = None) -> nn.Module:
     """Load a model from ``path`` without running code from the file. Raises ValueError."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no model file at {path}")
+        raise StudioError(f"no model file at {path}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -81,7 +82,7 @@ def load_model(path: str | Path, arch: Arch = None) -> nn.Module:
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path.name} is not a readable safetensors file ({exc})") from None
+            raise StudioError(f"{path.name} is not a readable safetensors file ({exc})") from exc
         return model_from_state_dict(state, arch)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
@@ -90,18 +91,18 @@ def load_model(path: str | Path, arch: Arch = None) -> nn.Module:
             try:
                 return torch.jit.load(str(path), map_location="cpu").eval()
             except RuntimeError as exc:
-                raise ValueError(f"{path.name} looks like TorchScript but does not load ({str(exc)[:200]})") from None
+                raise StudioError(f"{path.name} looks like TorchScript but does not load ({str(exc)[:200]})") from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with UnpicklingError and friends
-        raise ValueError(
+        raise StudioError(
             f"{path.name} cannot be loaded safely: it is not TorchScript, safetensors, or a "
             f"weights-only torch file ({str(exc).splitlines()[0][:200]}). Save a state dict with "
             "safetensors, or the model with torch.jit.script(model).save(path)"
-        ) from None
+        ) from exc
     state = _state_dict_from(obj)
     if state is None:
-        raise ValueError(f"{path.name} holds no state dict of tensors; save model.state_dict() instead")
+        raise StudioError(f"{path.name} holds no state dict of tensors; save model.state_dict() instead")
     return model_from_state_dict(state, arch)
 
 
@@ -125,7 +126,7 @@ def load_data(path: str | Path) -> tuple[Any, torch.Tensor | None]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no data file at {path}")
+        raise StudioError(f"no data file at {path}")
     if path.suffix == ".npz":
         import numpy as np
 
@@ -133,12 +134,12 @@ def load_data(path: str | Path) -> tuple[Any, torch.Tensor | None]:
             with np.load(path, allow_pickle=False) as npz:
                 obj: Any = {k: npz[k] for k in npz.files}
         except (ValueError, OSError) as exc:
-            raise ValueError(f"{path.name} is not a readable .npz file ({exc})") from None
+            raise StudioError(f"{path.name} is not a readable .npz file ({exc})") from exc
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path.name} cannot be loaded safely as tensors ({str(exc).splitlines()[0][:200]})") from None
+            raise StudioError(f"{path.name} cannot be loaded safely as tensors ({str(exc).splitlines()[0][:200]})") from exc
     if isinstance(obj, Mapping):
         inputs, targets = _pick(obj, _INPUT_KEYS), _pick(obj, _TARGET_KEYS)
     elif isinstance(obj, (tuple, list)) and len(obj) == 2:
@@ -146,7 +147,7 @@ def load_data(path: str | Path) -> tuple[Any, torch.Tensor | None]:
     else:
         inputs, targets = obj, None
     if inputs is None:
-        raise ValueError(f"{path.name} has no inputs: save a pair (inputs, targets) or a dict with keys 'inputs' and 'targets'")
+        raise StudioError(f"{path.name} has no inputs: save a pair (inputs, targets) or a dict with keys 'inputs' and 'targets'")
 
     def as_tensor(value: Any) -> torch.Tensor:
         tensor = torch.as_tensor(value)
@@ -169,7 +170,7 @@ def load_compressed(path: str | Path, arch: Arch = None) -> nn.Module:
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"no studio file at {path}")
+        raise StudioError(f"no studio file at {path}")
     decoded = read(path.read_bytes())
 
     def folded(candidate: nn.Module) -> nn.Module:
@@ -190,13 +191,13 @@ def load_compressed(path: str | Path, arch: Arch = None) -> nn.Module:
                 model = candidate
                 break
         else:
-            raise ValueError("this studio file is not of a sample architecture; pass arch=<an nn.Module of the right architecture>")
+            raise StudioError("this studio file is not of a sample architecture; pass arch=<an nn.Module of the right architecture>")
     else:
         model = folded(_build(arch))
     try:
         model.load_state_dict(decoded.state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"the studio file does not fit the architecture ({str(exc)[:300]})") from None
+        raise StudioError(f"the studio file does not fit the architecture ({str(exc)[:300]})") from exc
     for name, pair in decoded.acts.items():
         install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
     return model.eval()

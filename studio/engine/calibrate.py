@@ -15,14 +15,29 @@ import torch
 from torch import nn
 
 from .activations import ActQParams, ActStats, choose_qparams
-from .data import Batch, call_model, to_device
+from .data import Batch, call_model, slice_inputs, to_batches, to_device
+from .errors import StudioError
 from .plan import Plan
+from .prepared import PreparedModel
 
 ActPair = tuple[ActQParams | None, ActQParams | None]
 
 
+CALIBRATION_SAMPLES = 256
+
+
 class Calibrator:
     """Activation statistics of each layer's input and output over the calibration set."""
+
+    @classmethod
+    def for_data(cls, calibration_data: Any, eval_batches: list[Batch], batch_size: int, input_mode: str, device: torch.device) -> "Calibrator":
+        """Calibrate on ``calibration_data`` (any eval-data form), or by default on the first
+        CALIBRATION_SAMPLES eval samples."""
+        if calibration_data is None:
+            batches = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in eval_batches[:1]]
+        else:
+            batches = to_batches(calibration_data, batch_size, what="calibration_data")
+        return cls(batches, input_mode, device)
 
     def __init__(self, batches: list[Batch], input_mode: str, device: torch.device) -> None:
         self.batches = batches
@@ -33,13 +48,18 @@ class Calibrator:
         self._lock = threading.Lock()
 
     @torch.no_grad()
-    def stats(self, float_model: Callable[[], nn.Module], names: Iterable[str]) -> dict[tuple[str, str], ActStats]:
+    def stats(self, prepared: PreparedModel, names: Iterable[str]) -> dict[tuple[str, str], ActStats]:
         """Each layer's input/output statistics over the calibration set, from a float copy
-        of the folded model built by ``float_model()`` (once per session)."""
+        of the prepared (folded) model; computed once per session."""
+        if prepared.scripted:
+            raise StudioError(
+                "activation quantization needs an eager PyTorch model (TorchScript modules take no hooks); "
+                "load the weights into the architecture (safetensors) or set act_bits=None"
+            )
         with self._lock:
             if self._stats is not None:
                 return self._stats
-            model = float_model().to(self.device)
+            model = prepared.float_model().to(self.device)
             modules = {name: model.get_submodule(name) for name in names}
             stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}
             for phase in ("observe_range", "observe_hist"):

@@ -42,6 +42,15 @@ class CompressedModel:
     input_mode: str
     prepared: PreparedModel
 
+    @classmethod
+    def of(cls, prepared: PreparedModel, plan: Plan, weights: Mapping[str, CompressedWeight], acts: Mapping[str, ActPair], example_inputs: Any, input_mode: str) -> "CompressedModel":
+        names = [info.name for info in prepared.layers]
+        return cls(
+            plan=plan, layers=tuple(prepared.layers), weights=weights, biases={n: prepared.layer_bias(n) for n in names},
+            acts=acts, folds=tuple(prepared.folds), bn_eps=dict(prepared.bn_eps), rest=dict(prepared.rest),
+            example_inputs=example_inputs, input_mode=input_mode, prepared=prepared,
+        )
+
     def kind(self, name: str) -> LayerKind:
         return next(info for info in self.layers if info.name == name).layer_kind
 

@@ -70,8 +70,8 @@ class LayerSpec:
             raise StudioError(f"clip must be one of {list(CLIP_METHODS)}; got {self.clip!r}")
         try:
             prune = float(self.prune)
-        except (TypeError, ValueError):
-            raise StudioError(f"prune must be a fraction in [0, {MAX_PRUNE}]; got {self.prune!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise StudioError(f"prune must be a fraction in [0, {MAX_PRUNE}]; got {self.prune!r}") from exc
         if not 0.0 <= prune <= MAX_PRUNE:
             raise StudioError(
                 f"prune={self.prune} is out of range: give the fraction of weights to remove, "
@@ -279,5 +279,5 @@ class Plan:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise StudioError(f"the plan is not valid JSON: {exc}") from None
+            raise StudioError(f"the plan is not valid JSON: {exc}") from exc
         return cls.from_dict(data)

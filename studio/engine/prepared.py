@@ -17,9 +17,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .activations import act_param_bytes
 from .bn import bn_state, find_bn_pairs, fold
+from .compress import CompressedWeight, compress_view
+from .data import describe_inputs
 from .errors import StudioError
-from .layers import KINDS_BY_NAME, LayerInfo, find_layers, kind_named, replace_module
+from .layers import KINDS_BY_NAME, LayerInfo, find_layers, replace_module
+from .plan import LayerSpec
 from .quantize import channel_view, from_channel_view
 
 
@@ -48,8 +52,8 @@ def check_finite(model: nn.Module) -> None:
 def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise StudioError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    except (RuntimeError, TypeError) as exc:
+        raise StudioError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise StudioError("device='cuda' was asked for but CUDA is not available here; use device='cpu'")
     return dev
@@ -107,6 +111,8 @@ class PreparedModel:
         layer_tensors |= {id(m.bias) for m in self.modules.values() if isinstance(getattr(m, "bias", None), torch.Tensor)}
         self.rest = {k: t for k, t in self.work.state_dict(keep_vars=True).items() if id(t) not in layer_tensors}
         self.rest_bytes = sum(t.numel() * t.element_size() for t in self.rest.values())
+        self._float_spec = LayerSpec()
+        self._loaded: dict[str, LayerSpec] = {}  # the spec each working layer holds (float when absent)
 
     # -- building -----------------------------------------------------------------
     def _folded_copy(self, share: bool) -> nn.Module:
@@ -133,7 +139,23 @@ class PreparedModel:
                 if param is not None and id(param) in own:
                     module._parameters[key] = own[id(param)]
 
+    def misfit(self, inputs: Any, exc: BaseException) -> StudioError:
+        """The error for eval data the model cannot run: what it gives, and what the first layer expects."""
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = self.layers[0]
+        return StudioError(
+            f"the eval data does not fit the model: it gives {describe_inputs(inputs)}, and the forward pass "
+            f"failed ({detail}). The first layer '{first.name}' ({first.kind}) expects {first.layer_kind.expects(self.modules[first.name])}."
+        )
+
     # -- weights -----------------------------------------------------------------------
+    def load(self, weights: Mapping[str, CompressedWeight]) -> None:
+        """Point the working layers at ``weights`` (only those whose spec changed)."""
+        for name, result in weights.items():
+            if self._loaded.get(name, self._float_spec) != result.spec:
+                self.set_weight(name, result.dequant_view)
+                self._loaded[name] = result.spec
+
     @torch.no_grad()
     def set_weight(self, name: str, dequant_view: torch.Tensor) -> None:
         """Make the working layer ``name`` use ``dequant_view`` (channel view) as its weight."""
@@ -149,8 +171,19 @@ class PreparedModel:
         bias = getattr(self.modules[name], "bias", None)
         return bias.detach() if isinstance(bias, torch.Tensor) else None
 
-    def kind(self, name: str) -> Any:
-        return kind_named(self.info[name].kind)
+    def compress(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
+        """Compress layer ``name``'s float weights by ``spec``, counting every byte it stores:
+        its bias, and the scales and zero-points of its quantized activations."""
+        info = self.info[name]
+        bias = self.layer_bias(name)
+        other = bias.numel() * bias.element_size() if bias is not None else 0
+        width = 8 * self.modules[name].weight.element_size()
+        extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
+        return compress_view(self.float_views[name], spec, huffman, other, width, extra)
+
+    def float_bytes(self, name: str) -> int:
+        """The layer's weight and bias as the user's model stores them."""
+        return self.info[name].params * self.modules[name].weight.element_size()
 
     def copy_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
         """A new CPU module of the folded architecture with ``weights`` (channel views by layer)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping
 
 import numpy as np
@@ -31,58 +31,10 @@ from torch.overrides import TorchFunctionMode
 
 from .data import Batch, call_model, slice_inputs, to_device
 from .hooks import ActPair, quantize_input, quantize_output
+from .kept import INF, Entry, Trace, choose_kept
 from .progress import CancelFn, Cancelled, ProgressFn
 
-INF = 1 << 62
 DEFAULT_BUDGET = 1 << 30
-
-
-def _leaves(value: Any, out: list[torch.Tensor]) -> bool:
-    """Collect the tensors in an output; False when it holds something we cannot check."""
-    if isinstance(value, torch.Tensor):
-        out.append(value)
-        return True
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (tuple, list)):
-        return all(_leaves(v, out) for v in value)
-    if isinstance(value, Mapping):  # dicts, and Hugging Face ModelOutput (an OrderedDict)
-        return all(_leaves(v, out) for v in value.values())
-    return False
-
-
-@dataclass
-class _Entry:
-    """A kept call output, with the version of each of its tensors when it was kept."""
-
-    value: Any
-    leaves: tuple[torch.Tensor, ...]
-    versions: tuple[int, ...]
-    nbytes: int
-
-    @classmethod
-    def of(cls, value: Any) -> "_Entry | None":
-        leaves: list[torch.Tensor] = []
-        if not _leaves(value, leaves):
-            return None
-        storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in leaves}
-        return cls(value, tuple(leaves), tuple(t._version for t in leaves), sum(n for _, n in storages))
-
-    def intact(self) -> bool:
-        return all(t._version == v for t, v in zip(self.leaves, self.versions))
-
-
-@dataclass
-class _Trace:
-    """One batch's module calls in the last pass: who was called, and where each call ended."""
-
-    mods: list[int]
-    ends: list[int]
-    first: dict[int, int] = field(default_factory=dict)  # module index -> its first call
-
-    def __post_init__(self) -> None:
-        for i, m in enumerate(self.mods):
-            self.first.setdefault(m, i)
 
 
 @dataclass(frozen=True)
@@ -201,11 +153,11 @@ class IncrementalRunner:
         self.reason = "" if self.enabled else "TorchScript modules cannot be cut, so every pass runs in full"
         self.notes: set[str] = set()
         n = len(batches)
-        self._traces: list[_Trace | None] = [None] * n
+        self._traces: list[Trace | None] = [None] * n
         self._configs: list[Mapping[str, Hashable] | None] = [None] * n
         self._valid: list[int] = [INF] * n
         self._outputs: list[torch.Tensor | None] = [None] * n
-        self._store: dict[tuple[int, int], _Entry] = {}
+        self._store: dict[tuple[int, int], Entry] = {}
         self._bytes = 0
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
@@ -273,7 +225,7 @@ class IncrementalRunner:
         profiling = self._selected is None
         if i in self._blacklist or not (profiling or i in self._selected):
             return
-        entry = _Entry.of(out)
+        entry = Entry.of(out)
         if entry is None:
             self._blacklist.add(i)
             return
@@ -405,7 +357,7 @@ class IncrementalRunner:
     def _commit(self, b: int, run: _BatchPass, configs: Mapping[str, Hashable]) -> None:
         for key in [k for k in self._store if k[0] == b and k[1] >= run.boundary and k[1] not in run.refreshed]:
             self._drop(key)  # kept under the old plan and not refreshed: stale
-        self._traces[b] = _Trace(run.mods, run.ends)
+        self._traces[b] = Trace(run.mods, run.ends)
         self._configs[b] = dict(configs)
         self._valid[b] = INF
 
@@ -416,61 +368,19 @@ class IncrementalRunner:
         self._valid[b] = min(self._valid[b], bound)
         self._outputs[b] = None
 
-    def invalidate(self) -> None:
-        """Forget every kept output (the working model changed outside a plan)."""
-        for key in list(self._store):
-            self._drop(key)
-        n = len(self.batches)
-        self._traces, self._configs, self._valid, self._outputs = [None] * n, [None] * n, [INF] * n, [None] * n
-
     # -- choosing what to keep ---------------------------------------------------------------
     def _select(self) -> None:
-        """Choose the calls to keep: greedy on compute skipped per byte, averaged over a change at each layer."""
+        """After the profiled pass: choose the calls to keep, and drop the other kept outputs."""
         trace = self._traces[0]
         if trace is None or self._profile_times is None:
             self._selected = set()
             return
         n = min(len(trace.mods), len(self._profile_times))
-        ends = np.asarray(trace.ends[:n], dtype=np.int64)
-        times = self._profile_times[:n]
-        nbytes = self._profile_sizes[:n]
-        boundaries = []
-        for layer, mods in self._layer_mods.items():
-            firsts = [trace.first[m] for m in mods if m in trace.first]
-            if firsts:
-                boundaries.append(min(firsts))
-        bounds = np.sort(np.asarray(boundaries, dtype=np.int64))
-        parent = np.full(n, -1, dtype=np.int64)
-        stack: list[int] = []
-        for i in range(n):
-            while stack and ends[stack[-1]] <= i:
-                stack.pop()
-            parent[i] = stack[-1] if stack else -1
-            stack.append(i)
-        candidate = (nbytes > 0) & np.asarray([i not in self._blacklist for i in range(n)], dtype=bool)
-        estar = np.full(n, INF, dtype=np.int64)
-        covered = np.zeros(n, dtype=np.float64)
-        chosen = np.zeros(n, dtype=bool)
-        remaining = float(self.budget_bytes)
-        while True:
-            counts = np.searchsorted(bounds, estar, "left") - np.searchsorted(bounds, ends, "left")
-            gain = (times - covered) * np.maximum(counts, 0)
-            usable = candidate & ~chosen & (nbytes <= remaining) & (gain > 0)
-            if not usable.any():
-                break
-            density = np.where(usable, gain / np.maximum(nbytes, 1.0), -1.0)
-            c = int(np.argmax(density))
-            chosen[c] = True
-            remaining -= nbytes[c]
-            delta = times[c] - covered[c]
-            a = int(parent[c])
-            while a >= 0:
-                covered[a] += delta
-                if chosen[a]:
-                    break
-                a = int(parent[a])
-            estar[c + 1 : ends[c]] = np.minimum(estar[c + 1 : ends[c]], ends[c])
-        self._selected = {int(i) for i in np.flatnonzero(chosen)}
+        boundaries = [min(firsts) for firsts in ([trace.first[m] for m in mods if m in trace.first] for mods in self._layer_mods.values()) if firsts]
+        self._selected = choose_kept(
+            np.asarray(trace.ends[:n], dtype=np.int64), self._profile_times[:n], self._profile_sizes[:n],
+            np.asarray(boundaries, dtype=np.int64), self._blacklist, self.budget_bytes,
+        )
         for key in [k for k in self._store if k[1] not in self._selected]:
             self._drop(key)
 

@@ -76,6 +76,11 @@ class LayerReport:
     def total(self) -> int:
         return self.size.total
 
+    @classmethod
+    def of(cls, info: Any, result: Any, float_bytes: int) -> "LayerReport":
+        """The report of a compressed weight (``CompressedWeight``) of layer ``info`` (``LayerInfo``)."""
+        return cls(info.name, info.kind, result.spec, info.params, float_bytes, result.size, result.sqnr_db, result.sparsity, info.folded_bn)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -124,6 +129,12 @@ class Report:
     seconds: float = 0.0
     container_bytes: int = 0  # the studio file's magic, length and header
     timing: Timing | None = None  # how the evaluation ran (None for sizes only)
+
+    @classmethod
+    def assemble(cls, plan: Plan, layers: dict[str, LayerReport], *, rest_bytes: int, container_bytes: int, **fields: Any) -> "Report":
+        """A report whose ``size_bytes`` is its layers' bytes, the other tensors and the container."""
+        size = sum(layer.total for layer in layers.values()) + rest_bytes + container_bytes
+        return cls(plan=plan, layers=layers, size_bytes=size, rest_bytes=rest_bytes, container_bytes=container_bytes, **fields)
 
     @property
     def measured(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,9 +19,8 @@ from torch import nn
 from .cache import DEFAULT_BUDGET, WeightCache
 from .calibrate import ActPair, Calibrator
 from .compiled import CompressedModel
-from .compress import CompressedWeight, compress_view
-from .activations import act_param_bytes
-from .data import OutputFn, default_output, describe_inputs, resolve_input_mode, slice_inputs, to_batches
+from .compress import CompressedWeight
+from .data import OutputFn, default_output, resolve_input_mode, slice_inputs, to_batches
 from .errors import StudioError
 from .formats import RunContext
 from .formats import export as export_file
@@ -38,9 +37,6 @@ from .report import LayerReport, Report, Timing
 from .scorer import Score, Scorer
 from .verify import Verification, verify
 
-CALIBRATION_SAMPLES = 256
-FLOAT_SPEC = LayerSpec()
-
 
 class Session:
     """Evaluate compression plans on ``model`` over ``eval_data``.
@@ -53,7 +49,7 @@ class Session:
     device:      "cpu" or "cuda".
     fold_bn:     fold BatchNorm into the preceding convolution/linear layer.
     calibration_data: batches for activation ranges (same forms as eval_data);
-                 default: the first CALIBRATION_SAMPLES samples of the eval data.
+                 default: the first 256 samples of the eval data.
     input_mode:  how dict inputs are passed: "kwargs" (``model(**x)``), "dict"
                  (``model(x)``) or "auto" (see ``data.resolve_input_mode``).
     cache_bytes: budget of the compressed-weight cache (the current plan is always kept).
@@ -80,18 +76,12 @@ class Session:
         batches = to_batches(eval_data, batch_size)
         self.input_mode = resolve_input_mode(model, batches[0][0], input_mode)
         self._scorer = Scorer(batches, output_fn or default_output, metric)
-        calibration = (
-            [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in batches[:1]]
-            if calibration_data is None
-            else to_batches(calibration_data, batch_size, what="calibration_data")
-        )
-        self._calibrator = Calibrator(calibration, self.input_mode, self.device)
+        self._calibrator = Calibrator.for_data(calibration_data, batches, batch_size, self.input_mode, self.device)
         self._cache = WeightCache(cache_bytes)
         self._runner = IncrementalRunner(
             prepared.work, prepared.modules, batches, input_mode=self.input_mode, device=self.device,
             pick=self._scorer.pick, budget_bytes=activation_cache_bytes,
         )
-        self._loaded: dict[str, LayerSpec] = {info.name: FLOAT_SPEC for info in prepared.layers}
         self._lock = threading.RLock()  # the working copy's weights and passes
         self.layers: list[LayerInfo] = prepared.layers
         self.folds = prepared.folds
@@ -102,16 +92,9 @@ class Session:
 
     def _baseline(self) -> list[torch.Tensor]:
         try:
-            outputs, _ = self._runner.run(self._configs(Plan(), {}), {})
-            return outputs
-        except (RuntimeError, TypeError, IndexError) as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            first = self.layers[0]
-            raise StudioError(
-                f"the eval data does not fit the model: it gives {describe_inputs(self._scorer.batches[0][0])}, "
-                f"and the forward pass failed ({detail}). The first layer '{first.name}' ({first.kind}) "
-                f"expects {first.layer_kind.expects(self._prepared.modules[first.name])}."
-            ) from exc
+            return self._runner.run(self._configs(Plan(), {}), {})[0]
+        except (RuntimeError, TypeError, IndexError) as exc:  # what a forward on misfitting data raises
+            raise self._prepared.misfit(self._scorer.batches[0][0], exc) from exc
 
     # -- what the session holds ---------------------------------------------------------
     metric_name = property(lambda self: self._scorer.metric_name)
@@ -140,13 +123,8 @@ class Session:
     # -- compression --------------------------------------------------------------------------
     def compressed(self, name: str, spec: LayerSpec, huffman: bool = True) -> CompressedWeight:
         """The compressed weight of one layer under ``spec`` (cached)."""
-        info = self.layer(name)
-        bias = self._prepared.layer_bias(name)
-        other = bias.numel() * bias.element_size() if bias is not None else 0
-        width = 8 * self._prepared.modules[name].weight.element_size()
-        extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
-        view = self._prepared.float_views[name]
-        return self._cache.get((name, spec, huffman), lambda: compress_view(view, spec, huffman, other, width, extra))
+        self.layer(name)
+        return self._cache.get((name, spec, huffman), lambda: self._prepared.compress(name, spec, huffman))
 
     def _compress_all(self, plan: Plan, pin: str, cancel: CancelFn | None = None) -> dict[str, CompressedWeight]:
         if not isinstance(plan, Plan):
@@ -163,41 +141,26 @@ class Session:
         """Per layer with act_bits: the (input, output) activation quantization parameters."""
         if not plan.quantizes_activations:
             return {}
-        if not self.supports_activations:
-            raise StudioError(
-                "activation quantization needs an eager PyTorch model (TorchScript modules take no hooks); "
-                "load the weights into the architecture (safetensors) or set act_bits=None"
-            )
-        stats = self._calibrator.stats(self._prepared.float_model, self.layer_names)
-        return self._calibrator.params(plan, self.layer_names, stats)
+        return self._calibrator.params(plan, self.layer_names, self._calibrator.stats(self._prepared, self.layer_names))
 
     def compile(self, plan: Plan) -> CompressedModel:
         """``plan`` applied to this model, frozen: what every export format writes."""
         return self._compiled(plan, self._compress_all(plan, "compile"), self.activation_params(plan))
 
     def _compiled(self, plan: Plan, results: dict[str, CompressedWeight], acts: dict[str, ActPair]) -> CompressedModel:
-        p = self._prepared
-        return CompressedModel(
-            plan=plan, layers=tuple(self.layers), weights=results,
-            biases={name: p.layer_bias(name) for name in self.layer_names}, acts=acts,
-            folds=tuple(self.folds), bn_eps=dict(p.bn_eps), rest=dict(p.rest),
-            example_inputs=slice_inputs(self._scorer.batches[0][0], 0, 2), input_mode=self.input_mode, prepared=p,
-        )
+        example = slice_inputs(self._scorer.batches[0][0], 0, 2)
+        return CompressedModel.of(self._prepared, plan, results, acts, example, self.input_mode)
 
     # -- measuring ------------------------------------------------------------------------------
     def _configs(self, plan: Plan, acts: dict[str, ActPair]) -> dict[str, tuple[LayerSpec, ActPair | None]]:
         return {name: (plan.spec_for(name), acts.get(name)) for name in self.layer_names}
 
     def _report(self, plan: Plan, results: dict[str, CompressedWeight], **measured: Any) -> Report:
-        layers = {}
-        for name, r in results.items():
-            info = self._prepared.info[name]
-            float_bytes = info.params * self._prepared.modules[name].weight.element_size()
-            layers[name] = LayerReport(name, info.kind, r.spec, info.params, float_bytes, r.size, r.sqnr_db, r.sparsity, info.folded_bn)
-        container = container_bytes(self._compiled(plan, results, {}))  # the header holds no activation params
-        return Report(
-            plan=plan, layers=layers, size_bytes=sum(l.total for l in layers.values()) + self.rest_bytes + container,
-            float_size_bytes=self.float_size_bytes, rest_bytes=self.rest_bytes, container_bytes=container,
+        p = self._prepared
+        layers = {name: LayerReport.of(p.info[name], r, p.float_bytes(name)) for name, r in results.items()}
+        return Report.assemble(
+            plan, layers, rest_bytes=self.rest_bytes, float_size_bytes=self.float_size_bytes,
+            container_bytes=container_bytes(self._compiled(plan, results, {})),  # the header holds no activation params
             metric_name=self.metric_name, baseline_metric=self.baseline_metric, **measured,
         )
 
@@ -233,10 +196,7 @@ class Session:
         compressed_s = time.perf_counter() - start
         with self._lock:
             check(cancel)
-            for name, result in results.items():
-                if self._loaded[name] != result.spec:
-                    self._prepared.set_weight(name, result.dequant_view)
-                    self._loaded[name] = result.spec
+            self._prepared.load(results)
             start = time.perf_counter()
             outputs, info = self._runner.run(self._configs(plan, acts), acts, progress, cancel)
             forward_s = time.perf_counter() - start

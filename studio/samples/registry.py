@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from ..engine.errors import StudioError
 
 from .architectures import DigitsCNN, DigitsMLP, DigitsResNet, DigitsViT
 from .data import digits_split
@@ -64,7 +65,7 @@ def list_samples() -> list[str]:
 
 def sample_spec(name: str) -> SampleSpec:
     if name not in SAMPLES:
-        raise ValueError(f"unknown sample {name!r}; available samples: {list_samples()}")
+        raise StudioError(f"unknown sample {name!r}; available samples: {list_samples()}")
     return SAMPLES[name]
 
 
@@ -77,7 +78,7 @@ def load_sample(name: str) -> Sample:
     spec = sample_spec(name)
     path = weights_path(name)
     if not path.exists():
-        raise ValueError(f"the weights of sample {name!r} are missing ({path}); run `python sample_models/train.py {name}`")
+        raise StudioError(f"the weights of sample {name!r} are missing ({path}); run `python sample_models/train.py {name}`")
     model = spec.build()
     model.load_state_dict(load_file(str(path)))
     model.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from ..engine import Verification
+from ..engine import StudioError, Verification
 from ..engine.formats import FORMATS, atomic_write, export_bytes
 from ..engine.formats.onnx import onnx_layer_runtime
 from .html import fmt_bytes, fmt_metric
@@ -102,7 +102,7 @@ class ExportPanel:
         self.verified.value = ""
         try:
             data, chosen = export_bytes(session.compile(plan), fmt)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (StudioError, OSError) as exc:
             self.links.value = f"<div class='studio-error'>⚠ export failed: {html.escape(str(exc))}</div>"
             return
         stem = (self.state.source or "model").rsplit(".", 1)[0]
@@ -115,5 +115,5 @@ class ExportPanel:
             path.write_bytes(data)
             try:
                 self.verified.value = verification_html(session.verify(path))
-            except (ValueError, RuntimeError) as exc:
+            except (StudioError, OSError) as exc:
                 self.verified.value = f"<div class='studio-error'>⚠ could not verify: {html.escape(str(exc))}</div>"

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from ..engine import Session
+from ..engine import StudioError
 from ..loading import load_data, load_model
 from ..samples import list_samples, load_sample
 from .html import model_info_html
@@ -24,10 +25,10 @@ def _upload_to_file(upload: dict[str, Any], allowed: tuple[str, ...], folder: Pa
     name = str(upload.get("name", ""))
     suffix = Path(name).suffix.lower()
     if suffix not in allowed:
-        raise ValueError(f"'{name}' is not a supported file: use one of {', '.join(allowed)}")
+        raise StudioError(f"'{name}' is not a supported file: use one of {', '.join(allowed)}")
     content = bytes(upload["content"])
     if len(content) > MAX_UPLOAD_BYTES:
-        raise ValueError(f"'{name}' is {len(content) / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
+        raise StudioError(f"'{name}' is {len(content) / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
     path = folder / f"{stem}{suffix}"
     path.write_bytes(content)
     return path

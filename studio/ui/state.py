@@ -19,6 +19,7 @@ from typing import Any
 import traitlets
 
 from ..engine import Plan, Report, Session
+from ..engine import StudioError
 from .worker import Evaluator
 
 
@@ -92,6 +93,9 @@ class StudioState(traitlets.HasTraits):
             self.session = session
             self.selected = session.layer_names[0]
             self._apply(Plan())
+            # the float model was measured when the session was made: history starts with it
+            float_point = HistoryPoint(Plan(), self.size_report.size_bytes, session.baseline_metric, describe_plan(Plan()))
+            self.history = [float_point]
 
     # -- plan changes ------------------------------------------------------------
     def set_plan(self, plan: Plan, coalesce: Any = None) -> None:
@@ -142,7 +146,7 @@ class StudioState(traitlets.HasTraits):
     def restore(self, index: int) -> None:
         """Make the plan of history point ``index`` current again."""
         if not 0 <= index < len(self.history):
-            raise ValueError(f"there is no history point {index}")
+            raise StudioError(f"there is no history point {index}")
         self.set_plan(self.history[index].plan)
         self._coalesce = None
 

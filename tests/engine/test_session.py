@@ -81,7 +81,7 @@ def test_changing_one_layer_recompresses_only_that_layer(samples, monkeypatch):
     session = Session(sample.model, sample.eval_data)
     session.evaluate(Plan.uniform(8))
     calls = []
-    import studio.engine.session as session_module
+    import studio.engine.prepared as session_module
 
     real = session_module.compress_view
     monkeypatch.setattr(session_module, "compress_view", lambda *a, **k: calls.append(a[1]) or real(*a, **k))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..compiled import CompressedModel
+from ..errors import StudioError
 from ..layers import LayerKind, weight_key
 from ..plan import LayerSpec, Plan
 from .base import Format, Measured, RunContext, plan_from_metadata, plan_metadata, register_format, time_passes
@@ -85,10 +86,13 @@ def _export_float(compiled: CompressedModel) -> Any:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, args, buf, kwargs=kwargs, dynamo=False, opset_version=OPSET, do_constant_folding=False,
-            input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model, args, buf, kwargs=kwargs, dynamo=False, opset_version=OPSET, do_constant_folding=False,
+                input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
+            )
+        except Exception as exc:  # the exporter fails in many ways on models it cannot trace
+            raise StudioError(f"torch.onnx.export cannot export this model ({type(exc).__name__}: {str(exc)[:300]}); the studio and torch formats still work") from exc
     return onnx.load_from_string(buf.getvalue())
 
 
