@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .engine import Plan, Report, Session, StudioError, Verification
+from .engine.activations import RANGE_METHODS
 from .engine.formats import FORMATS
+from .engine.prune import PRUNERS
+from .engine.quantize import CLIP_METHODS
 from .loading import load_data, load_model
 from .samples import list_samples, load_sample
 
@@ -45,7 +48,10 @@ def _plan(args: argparse.Namespace, session: Session) -> Plan:
         return Plan.from_json(path.read_text())
     if args.preset:
         return Plan.preset(args.preset, session)
-    return Plan.uniform(args.bits, prune=args.prune)
+    return Plan.uniform(
+        args.bits, prune=args.prune, prune_method=args.prune_method, clip=args.clip, cluster=args.cluster,
+        act_bits=args.act_bits, calibration=args.calibration,
+    )
 
 
 def progress_bar(desc: str, unit: str = "call") -> Callable[[int, int], None]:
@@ -104,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.add_argument("--data", help="eval data (.npz or weights-only .pt); samples bring their own")
         cmd.add_argument("--plan", help="a plan JSON file (else --preset, or --bits/--prune for every layer)")
         cmd.add_argument("--preset", help=f"a named plan: {', '.join(Plan.presets())}")
-        cmd.add_argument("--bits", type=int, default=8)
-        cmd.add_argument("--prune", type=float, default=0.0)
+        cmd.add_argument("--bits", type=int, default=8, help="bits for every layer: 2..8, 16 (float16) or 32 (float)")
+        cmd.add_argument("--prune", type=float, default=0.0, help="fraction of weights to prune in every layer")
+        cmd.add_argument("--prune-method", default="unstructured", help=f"one of {', '.join(PRUNERS.names())} or N:M such as 2:4")
+        cmd.add_argument("--clip", default="minmax", choices=CLIP_METHODS.names())
+        cmd.add_argument("--cluster", action="store_true", help="k-means weight sharing (2**bits shared values)")
+        cmd.add_argument("--act-bits", type=int, choices=(8, 16), help="quantize activations to 8 or 16 bits")
+        cmd.add_argument("--calibration", default="minmax", choices=RANGE_METHODS.names())
         cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     co.add_argument("--export", required=True, help="the folder (or file) to write")
     co.add_argument("--format", default="studio", choices=FORMATS.names())
@@ -125,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"exporting {args.format}", file=sys.stderr)
         path = session.export(report.plan, args.export, format=args.format)
         verification = None
-        if not args.no_verify and args.format != "plan":
+        if not args.no_verify and FORMATS[args.format].run is not None:
             print(f"verifying {path}", file=sys.stderr)
             verification = session.verify(path)
         if args.json:
