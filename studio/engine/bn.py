@@ -14,7 +14,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .layers import kind_of, weight_key
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .layers import kind_of, weight_key, weight_of
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 BNState = Mapping[str, torch.Tensor]  # weight, bias, running_mean, running_var (weight/bias may be absent)
@@ -26,7 +28,7 @@ def _foldable_into(module: nn.Module | None) -> bool:
 
 
 def _fits(layer: nn.Module, bn: nn.Module) -> bool:
-    return bn.running_mean is not None and bn.num_features == layer.weight.shape[0]
+    return isinstance(bn, _BatchNorm) and bn.running_mean is not None and bn.num_features == weight_of(layer).shape[0]
 
 
 def find_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -87,6 +89,9 @@ def fold(weight: torch.Tensor, bias: torch.Tensor | None, bn: BNState, eps: floa
 
 
 def bn_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A BatchNorm's statistics and affine parameters, by their state-dict names."""
+    if not isinstance(module, _BatchNorm) or module.running_mean is None or module.running_var is None:
+        raise TypeError(f"{type(module).__name__} is not a BatchNorm with running statistics")
     state = {"running_mean": module.running_mean, "running_var": module.running_var}
     if module.weight is not None:
         state["weight"] = module.weight.detach()

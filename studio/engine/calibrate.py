@@ -34,7 +34,7 @@ class Calibrator:
         """Calibrate on ``calibration_data`` (any eval-data form), or by default on the first
         CALIBRATION_SAMPLES eval samples."""
         if calibration_data is None:
-            batches = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in eval_batches[:1]]
+            batches: list[Batch] = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in eval_batches[:1]]
         else:
             batches = to_batches(calibration_data, batch_size, what="calibration_data")
         return cls(batches, input_mode, device)

@@ -11,7 +11,7 @@ It is not plain JSON data: its serialisation is the studio file format.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -24,6 +24,10 @@ from .layers import LayerInfo, LayerKind, weight_key
 from .plan import Plan
 from .prepared import PreparedModel
 from .quantize import from_channel_view
+
+
+def _constant(pair: ActPair) -> Callable[[], ActPair]:
+    return lambda: pair
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class CompressedModel:
         """A standalone module computing exactly what the studio evaluated for the plan."""
         model = self.prepared.copy_with({name: w.dequant_view for name, w in self.weights.items()})
         for name, pair in self.acts.items():
-            install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+            install_act_hooks(model.get_submodule(name), _constant(pair))
         return model
 
     def model_from_state(self, state: Mapping[str, torch.Tensor], acts: Mapping[str, ActPair] | None = None) -> nn.Module:
@@ -74,7 +78,7 @@ class CompressedModel:
         except RuntimeError as exc:
             raise StudioError(f"the weights do not fit this session's model ({str(exc)[:300]})") from exc
         for name, pair in (acts or {}).items():
-            install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+            install_act_hooks(model.get_submodule(name), _constant(pair))
         return model.eval()
 
     # -- state dicts -------------------------------------------------------------------------

@@ -142,8 +142,9 @@ def default_output(outputs: Any) -> torch.Tensor:
     if isinstance(logits, torch.Tensor):
         return logits
     if isinstance(outputs, Mapping):
-        if isinstance(outputs.get("logits"), torch.Tensor):
-            return outputs["logits"]
+        logits = outputs.get("logits")
+        if isinstance(logits, torch.Tensor):
+            return logits
         outputs = list(outputs.values())
     if isinstance(outputs, (tuple, list)):
         for item in outputs:

@@ -24,6 +24,20 @@ def _no_hint(module: nn.Module) -> str:
     return "inputs that match its weight"
 
 
+def tensor_attr(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``module.<name>`` when it is a tensor (a weight, a bias), else None."""
+    value = getattr(module, name, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """The weight of a compressible layer."""
+    weight = tensor_attr(module, "weight")
+    if weight is None:
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """How one kind of compressible layer behaves."""
@@ -80,7 +94,7 @@ def _embedding_hint(module: nn.Module) -> str:
 
 
 def _conv1d_hint(module: nn.Module) -> str:
-    return f"inputs whose last dimension is nx={module.weight.shape[0]}"
+    return f"inputs whose last dimension is nx={weight_of(module).shape[0]}"
 
 
 register_kind(nn.Linear, "Linear", 0, "linear", foldable=True, expects=_linear_hint)

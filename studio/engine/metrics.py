@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .errors import StudioError
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+MetricFn = Callable[[torch.Tensor, "torch.Tensor | None"], float]  # (outputs, targets or None) -> score
 IGNORE_INDEX = -100
 
 

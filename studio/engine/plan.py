@@ -52,7 +52,7 @@ class LayerSpec:
     act_bits: int | None = None
 
     def __post_init__(self) -> None:
-        bits = self.bits
+        bits: Any = self.bits  # JSON and widgets may give floats
         if isinstance(bits, bool) or (bits is not None and not isinstance(bits, int)):
             if isinstance(bits, float) and bits.is_integer():
                 bits = int(bits)

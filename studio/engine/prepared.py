@@ -22,7 +22,7 @@ from .bn import bn_state, find_bn_pairs, fold
 from .compress import CompressedWeight, compress_view
 from .data import describe_inputs
 from .errors import StudioError
-from .layers import KINDS_BY_NAME, LayerInfo, find_layers, replace_module
+from .layers import KINDS_BY_NAME, LayerInfo, find_layers, replace_module, tensor_attr, weight_of
 from .plan import LayerSpec
 from .quantize import channel_view, from_channel_view
 
@@ -72,7 +72,7 @@ class PreparedModel:
         self.float_size_bytes = tensor_bytes(model.state_dict())
         self.folds: list[tuple[str, str]] = find_bn_pairs(model) if fold_bn and not self.scripted else []
         modules = dict(model.named_modules())
-        self.bn_eps = {bn: float(modules[bn].eps) for _, bn in self.folds}
+        self.bn_eps = {bn: float(getattr(modules[bn], "eps")) for _, bn in self.folds}
         self.work = self._folded_copy(share=not self.scripted).to(device)
         found = find_layers(self.work)
         if not found:
@@ -83,9 +83,9 @@ class PreparedModel:
         infos = []
         own_params: dict[int, nn.Parameter] = {}
         for name, module, kind in found:
-            weight = module.weight
-            bias = getattr(module, "bias", None)
-            has_bias = isinstance(bias, torch.Tensor)
+            weight = weight_of(module)
+            bias = tensor_attr(module, "bias")
+            has_bias = bias is not None
             self.modules[name] = module
             view = channel_view(weight.detach().to(torch.float32).cpu(), kind.channel_axis, True)
             if self.scripted and view.data_ptr() == weight.data_ptr():
@@ -98,7 +98,7 @@ class PreparedModel:
                     name=name,
                     kind=kind.name,
                     weight_shape=tuple(weight.shape),
-                    params=weight.numel() + (bias.numel() if has_bias else 0),
+                    params=weight.numel() + (bias.numel() if bias is not None else 0),
                     channel_axis=kind.channel_axis,
                     has_bias=has_bias,
                     folded_bn=folded.get(name),
@@ -107,8 +107,8 @@ class PreparedModel:
         self._give_own_parameters(own_params)
         self.layers: list[LayerInfo] = infos
         self.info = {info.name: info for info in infos}
-        layer_tensors = {id(m.weight) for m in self.modules.values()}
-        layer_tensors |= {id(m.bias) for m in self.modules.values() if isinstance(getattr(m, "bias", None), torch.Tensor)}
+        layer_tensors = {id(weight_of(m)) for m in self.modules.values()}
+        layer_tensors |= {id(b) for b in (tensor_attr(m, "bias") for m in self.modules.values()) if b is not None}
         self.rest = {k: t for k, t in self.work.state_dict(keep_vars=True).items() if id(t) not in layer_tensors}
         self.rest_bytes = sum(t.numel() * t.element_size() for t in self.rest.values())
         self._float_spec = LayerSpec()
@@ -124,9 +124,9 @@ class PreparedModel:
         work = copy.deepcopy(self.user_model, memo).eval()
         for layer_name, bn_name in self.folds:
             layer = work.get_submodule(layer_name)
-            bn = work.get_submodule(bn_name)
-            bias = layer.bias.detach() if layer.bias is not None else None
-            weight, new_bias = fold(layer.weight.detach(), bias, bn_state(bn), bn.eps)
+            bias = tensor_attr(layer, "bias")
+            stats = bn_state(work.get_submodule(bn_name))
+            weight, new_bias = fold(weight_of(layer).detach(), None if bias is None else bias.detach(), stats, self.bn_eps[bn_name])
             layer.weight = nn.Parameter(weight, requires_grad=False)
             layer.bias = nn.Parameter(new_bias, requires_grad=False)
             replace_module(work, bn_name, nn.Identity())
@@ -159,17 +159,16 @@ class PreparedModel:
     @torch.no_grad()
     def set_weight(self, name: str, dequant_view: torch.Tensor) -> None:
         """Make the working layer ``name`` use ``dequant_view`` (channel view) as its weight."""
-        module = self.modules[name]
-        info = self.info[name]
-        weight = from_channel_view(dequant_view, module.weight, info.channel_axis, True).to(module.weight.dtype)
+        current = weight_of(self.modules[name])
+        weight = from_channel_view(dequant_view, current, self.info[name].channel_axis, True).to(current.dtype)
         if self.scripted:
-            module.weight.copy_(weight)
+            current.copy_(weight)
         else:
-            module.weight.data = weight.to(self.device)
+            current.data = weight.to(self.device)
 
     def layer_bias(self, name: str) -> torch.Tensor | None:
-        bias = getattr(self.modules[name], "bias", None)
-        return bias.detach() if isinstance(bias, torch.Tensor) else None
+        bias = tensor_attr(self.modules[name], "bias")
+        return None if bias is None else bias.detach()
 
     def compress(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
         """Compress layer ``name``'s float weights by ``spec``, counting every byte it stores:
@@ -177,13 +176,13 @@ class PreparedModel:
         info = self.info[name]
         bias = self.layer_bias(name)
         other = bias.numel() * bias.element_size() if bias is not None else 0
-        width = 8 * self.modules[name].weight.element_size()
+        width = 8 * weight_of(self.modules[name]).element_size()
         extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
         return compress_view(self.float_views[name], spec, huffman, other, width, extra)
 
     def float_bytes(self, name: str) -> int:
         """The layer's weight and bias as the user's model stores them."""
-        return self.info[name].params * self.modules[name].weight.element_size()
+        return self.info[name].params * weight_of(self.modules[name]).element_size()
 
     def copy_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
         """A new CPU module of the folded architecture with ``weights`` (channel views by layer)."""
@@ -193,9 +192,8 @@ class PreparedModel:
             model = self._folded_copy(share=False).cpu()
         with torch.no_grad():
             for name, view in weights.items():
-                module = model.get_submodule(name)
-                axis = self.info[name].channel_axis
-                module.weight.copy_(from_channel_view(view, module.weight, axis, True).to(module.weight.dtype))
+                weight = weight_of(model.get_submodule(name))
+                weight.copy_(from_channel_view(view, weight, self.info[name].channel_axis, True).to(weight.dtype))
         return model.eval()
 
     def float_model(self) -> nn.Module:

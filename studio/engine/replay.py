@@ -223,7 +223,7 @@ class IncrementalRunner:
         key = (run.batch, i)
         self._drop(key)
         profiling = self._selected is None
-        if i in self._blacklist or not (profiling or i in self._selected):
+        if i in self._blacklist or not (self._selected is None or i in self._selected):
             return
         entry = Entry.of(out)
         if entry is None:

@@ -73,7 +73,7 @@ class Scorer:
         if not self.has_targets:
             flags = torch.cat(fid.agree_flags)
             return float(flags.float().mean()), flags, fid
-        correct = torch.cat([top1_correct(out, t.cpu()) for out, (_, t) in zip(outputs, self.batches) if t is not None])
+        correct = torch.cat([top1_correct(out, t.cpu()) for out, (_, t) in zip(outputs, self.batches) if t is not None])  # has_targets: every t is a tensor
         if correct.numel() == 0:
             raise StudioError("the eval targets are all ignore_index (-100): there is nothing to score")
         return float(correct.float().mean()), correct, fid
