@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import ipywidgets as W
 
 from ..engine import LayerSpec, Plan, Session, Verification
-from ..ui.figures import histogram_data, histogram_figure, update_histogram
+from ..ui.figures import histogram_data, histogram_figure, set_font_size, update_histogram
 from ..ui.html import fmt_bytes, size_html
 from .pictures import codes_table_html, mask_svg, number_line_svg, row_levels
 from .tables import parts_table_html, verify_table_html, weight_counts
@@ -60,6 +60,12 @@ class _Lab(W.VBox):
 
     def update(self) -> None:
         raise NotImplementedError
+
+    def set_projector(self, on: bool) -> None:
+        """Larger text in the lab's figure (the page's style sheet does the rest)."""
+        figure = getattr(self, "figure", None)
+        if figure is not None:
+            set_font_size((figure,), 20 if on else 15)
 
 
 class QuantLab(_Lab):

@@ -8,6 +8,7 @@ No web fonts and no icons: everything is labelled with text, and works offline.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as W
 
@@ -55,7 +56,10 @@ PROJECTOR_CSS = """<style>
 
 class Header(W.VBox):
     """The top of every workshop notebook: the style sheet, links to every notebook in
-    the folder, and the "Projector size" toggle (``header.projector``)."""
+    the folder, and the "Projector size" toggle (``header.projector``).
+
+    ``header.follow(lab)`` makes a lab's Plotly figure follow the toggle too (figures
+    draw their own text, which the style sheet cannot reach)."""
 
     def __init__(self, current: str, folder: str | Path = ".") -> None:
         super().__init__()
@@ -63,6 +67,20 @@ class Header(W.VBox):
         self.projector = W.ToggleButton(value=False, description="Projector size", tooltip="larger text for a projector")
         self.projector.add_class("workshop-projector")
         self._projector_css = W.HTML("")
-        self.projector.observe(lambda ch: setattr(self._projector_css, "value", PROJECTOR_CSS if ch["new"] else ""), names="value")
+        self._followers: list[Any] = []
+        self.projector.observe(self._toggled, names="value")
         self.children = [W.HTML(STUDIO_CSS + CSS), self._projector_css, W.HBox([self.nav, self.projector], layout=W.Layout(justify_content="space-between", align_items="center", flex_flow="row wrap"))]
         self.add_class("workshop-header")
+
+    def follow(self, *labs: Any) -> None:
+        """Labs (anything with ``set_projector(on)``) that follow the projector toggle."""
+        for lab in labs:
+            if not callable(getattr(lab, "set_projector", None)):
+                raise ValueError(f"{type(lab).__name__} has no set_projector(on) method; pass a workshop lab")
+            self._followers.append(lab)
+            lab.set_projector(self.projector.value)
+
+    def _toggled(self, change: dict[str, Any]) -> None:
+        self._projector_css.value = PROJECTOR_CSS if change["new"] else ""
+        for lab in self._followers:
+            lab.set_projector(change["new"])
