@@ -29,7 +29,7 @@ CSS = """<style>
 .workshop-verdict[data-ok='true'] { color: #1e7b34; background: #ebfbee; }
 .workshop-verdict[data-ok='false'] { color: #8a4b00; background: #fff4e6; }
 .workshop-lab { border: 1px solid #dde1e6; border-radius: 6px; padding: 6px 12px; margin: 6px 0; background: #fff; }
-.workshop-readout { font-size: 15px; margin: 4px 0; }
+.workshop-readout { font-size: 15px; margin: 4px 0 4px 8px; }
 .workshop-dim { color: #616e7c; font-size: 0.9em; }
 .workshop-table { border-collapse: collapse; font-size: 14px; margin: 4px 0; }
 .workshop-table td, .workshop-table th { border: 1px solid #dde1e6; padding: 2px 8px; text-align: right; }
@@ -51,6 +51,9 @@ PROJECTOR_CSS = """<style>
 .workshop-lab .widget-label, .workshop-lab .widget-readout, .workshop-lab button, .workshop-lab select, .workshop-lab input,
 .workshop-exercise input, .workshop-lab .widget-html-content { font-size: 20px; }
 .workshop-exercise button, .workshop-lab button { height: auto; padding: 4px 12px; }
+.workshop-costs, .studio-info, .studio-size, .studio-metric { font-size: 20px; }
+.workshop-dim, .studio-dim { font-size: 17px; }
+svg.workshop-mask { zoom: 1.4; }
 </style>"""
 
 
