@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 RIGHT = "✓"
 WRONG = "✗"
@@ -31,7 +32,7 @@ class Verdict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
         return cls(ok=bool(data["ok"]), message=str(data["message"]))
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class NotebookEntry:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "NotebookEntry":
+    def from_dict(cls, data: Mapping[str, Any]) -> NotebookEntry:
         return cls(**dict(data))
 
 

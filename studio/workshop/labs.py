@@ -10,8 +10,9 @@ takes a forward pass over the eval set, and a dragged slider would queue dozens.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ipywidgets as W
 
@@ -155,7 +156,8 @@ class PruneLab(_Lab):
         self.prune.disabled = ":" in self.method.value
         result = self.session.compressed(name, spec)
         update_histogram(self.figure, histogram_data(result, name))
-        self.mask.value = mask_svg(result.keep, tuple(result.float_view.shape))
+        rows, cols = result.float_view.shape
+        self.mask.value = mask_svg(result.keep, (int(rows), int(cols)))
         zeros = 0 if result.keep is None else int((~result.keep).sum())
         total = result.float_view.numel()
         fixed = f" ({html.escape(self.method.value)} fixes it; the slider is off)" if self.prune.disabled else ""

@@ -6,8 +6,9 @@ nothing here is an estimate unless its name says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..engine import LayerSpec, Plan, Session
 
@@ -41,7 +42,7 @@ class LayerCost:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerCost":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerCost:
         data = dict(data)
         data["spec"] = LayerSpec.from_dict(data["spec"])
         return cls(**data)

@@ -8,8 +8,9 @@ lengths from the same coder that counts the bytes, file sizes and metrics from
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 

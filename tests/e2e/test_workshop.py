@@ -13,7 +13,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
 from voila_harness import CHROMIUM, ROOT, launch_browser, voila_server
 
 WORKSHOP = ROOT / "apps" / "workshop"

@@ -4,14 +4,19 @@ import math
 import re
 
 import pytest
-import torch
 
 from studio.engine import LayerSpec, Plan
 from studio.workshop import PruneLab, QuantLab, SizeLab, VerifyPanel
 from studio.workshop.measure import LayerCost, granularity_gap, layer_costs, most_sensitive, sqnr_per_bit
 from studio.workshop.pictures import BLUE, clipped_mask, codes_table_html, mask_svg, number_line_svg, row_levels
 from studio.workshop.tables import (
-    cost_bars_html, huffman_summary, huffman_table_html, parts_table_html, runtime_table_html, verify_table_html, weight_counts,
+    cost_bars_html,
+    huffman_summary,
+    huffman_table_html,
+    parts_table_html,
+    runtime_table_html,
+    verify_table_html,
+    weight_counts,
 )
 
 
