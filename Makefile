@@ -1,13 +1,16 @@
 # Two commands do all set-up on a fresh machine:
 #   make app   - install into .venv if needed and serve the Voila app on http://127.0.0.1:8866
 #   make test  - install what the tests need (Chromium too, when run as root) and run every test
+#   make workshop - serve the workshop notebooks (apps/workshop) as a Voila page list on http://127.0.0.1:8867
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8866
+WORKSHOP_PORT ?= 8867
+WORKSHOP_POOL ?= 0
 
-.PHONY: app test install chromium bench clean
+.PHONY: app workshop test install chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +33,13 @@ app: $(STAMP)
 	  --MappingKernelManager.cull_idle_timeout=900 --MappingKernelManager.cull_interval=60 \
 	  --Voila.tornado_settings="{'websocket_max_message_size': 209715200}" \
 	  --VoilaConfiguration.file_allowlist="['downloads/[0-9a-f]{32}/[A-Za-z0-9_.-]+']"
+
+workshop: $(STAMP)
+	JUPYTER_PATH=$(CURDIR)/apps/jupyter $(VENV)/bin/voila apps/workshop --no-browser --port=$(WORKSHOP_PORT) --Voila.ip=127.0.0.1 \
+	  --template=studio --MappingKernelManager.cull_idle_timeout=900 --MappingKernelManager.cull_interval=60 \
+	  --Voila.tornado_settings="{'websocket_max_message_size': 209715200}" \
+	  --VoilaConfiguration.file_allowlist="['downloads/[0-9a-f]{32}/[A-Za-z0-9_.-]+']" \
+	  $(if $(filter-out 0,$(WORKSHOP_POOL)),--preheat_kernel=True --pool_size=$(WORKSHOP_POOL))
 
 test: $(STAMP) chromium
 	$(PY) -m pytest
