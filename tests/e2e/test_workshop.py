@@ -100,10 +100,13 @@ def test_index_open_a_notebook_and_answer_an_exercise(this_checkout):
         browser = launch_browser(p)
         # the index lists every notebook in the folder
         index = browser.new_page(viewport={"width": 1280, "height": 800})
+        index_external: list[str] = []
+        index.on("request", lambda r: index_external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
         index.goto(url, timeout=60_000)
         for path in NOTEBOOKS:
             index.wait_for_selector(f"text={path.name}", timeout=30_000)
         index.screenshot(path=str(ARTIFACTS / "workshop-index.png"))
+        assert index_external == []  # the page list works offline too (no CDN stylesheet)
         with index.context.expect_page(timeout=30_000) as opened:  # the tree opens notebooks in a new tab
             index.click("text=01-quantization.ipynb")
         page = opened.value
