@@ -109,6 +109,10 @@ class _Run:
         for name, q in self.quant.items():
             q.set_keep(q.keep, self.weight(name))
 
+    def at_plan(self) -> bool:
+        """Whether every mask is at its plan's ratio (the training forward compresses as the plan)."""
+        return all(self.ratios.get(name) == q.spec.prune for name, q in self.quant.items() if q.spec.prune > 0)
+
     def sparsity(self) -> float:
         total = sum(self.weight(n).numel() for n in self.session.layer_names)
         zero = sum(int((~q.keep).sum()) for q in self.quant.values() if q.keep is not None)
@@ -210,8 +214,7 @@ def finetune(
             generator = torch.Generator().manual_seed(seed)
             optimizer = torch.optim.Adam(params, lr=config.lr)
             schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
-            run.set_masks(0, ramp)
-            before, _, size = run.judge(cancel)
+            before, _, size = run.judge(cancel)  # the plan on the starting weights
             history = []
             step = 0
             for epoch in range(1, epochs + 1):
@@ -222,7 +225,7 @@ def finetune(
                 losses = []
                 for inputs, targets in data.epoch(generator):
                     check(cancel)
-                    run.set_masks(step, ramp)
+                    run.set_masks(step + 1, ramp)  # the ramp's last batch already trains at the plan's ratio
                     loss = run.loss(run.forward(inputs), inputs, targets, task_loss)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -240,6 +243,7 @@ def finetune(
                         metric=metric,
                         forward_metric=forward_metric,
                         sparsity=run.sparsity(),
+                        at_plan=run.at_plan(),
                         seconds=time.perf_counter() - epoch_start,
                     )
                 )

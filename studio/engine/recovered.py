@@ -66,13 +66,16 @@ class FinetuneConfig:
 class EpochRecord:
     """One epoch. ``metric`` is the engine's evaluate() of the plan on the weights after the
     epoch; ``forward_metric`` is the training forward's (eval mode, fake-quantized) metric on
-    the same eval set, for checking that training sees what evaluate measures."""
+    the same eval set, for checking that training sees what evaluate measures. While a gradual
+    schedule is still ramping (``at_plan`` False) the training forward prunes less than the
+    plan, and the two differ by design."""
 
     epoch: int
     train_loss: float
     metric: float
     forward_metric: float
     sparsity: float  # fraction of the compressible weights held at zero by the masks
+    at_plan: bool  # every mask at the plan's ratio at the end of the epoch
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:

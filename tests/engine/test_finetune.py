@@ -93,6 +93,9 @@ def test_gradual_schedule_reaches_the_plans_ratio(samples, mlp_session):
     rec = finetune(mlp_session, plan, _subset(samples["digits-mlp"].train_data, 256), epochs=3, lr=2e-3, prune_schedule="gradual")
     sparsity = [r.sparsity for r in rec.history]
     assert sparsity == sorted(sparsity) and sparsity[0] < sparsity[-1]
+    assert [r.at_plan for r in rec.history] == [False, True, True]  # a two-epoch ramp
+    for record in rec.history[1:]:  # at the plan's ratio, training sees what evaluate measures
+        assert abs(record.metric - record.forward_metric) <= 0.005
     fc1 = rec.model.fc1.weight.detach()
     assert int((fc1 == 0).sum()) == round(0.9 * fc1.numel())
     fc2 = rec.model.fc2.weight.detach()
