@@ -1,5 +1,7 @@
 """Recovery fine-tuning: judged by the engine, deterministic, cancellable, never mutating."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -191,7 +193,7 @@ def test_student_widths_and_default_weights(samples):
 
 def test_recovered_round_trips_without_its_model(cnn_qat):
     _, rec = cnn_qat
-    data = rec.to_dict()
+    data = json.loads(json.dumps(rec.to_dict()))  # plain JSON
     back = Recovered.from_dict(data, model=rec.model)
     assert back == rec and back.model is rec.model
     assert Recovered.from_dict(data).to_dict() == data
@@ -222,3 +224,26 @@ def test_bad_plan_or_data(mlp_session):
     with pytest.raises(ValueError, match="train_data"):
         finetune(mlp_session, Plan.uniform(8), None)
     assert FinetuneConfig().to_dict()["method"] == "qat"
+
+
+def test_train_set_reshuffles_every_sample_by_seed_and_keeps_unstackable_batches_whole():
+    from studio.engine.trainset import TrainSet
+
+    x = {"a": torch.arange(10.0).reshape(10, 1), "b": torch.arange(10)}
+    data = TrainSet((x, torch.arange(10)), batch_size=4)
+    assert len(data) == 3 and data.n_samples == 10
+    first = [t.tolist() for _, t in data.epoch(torch.Generator().manual_seed(0))]
+    again = [t.tolist() for _, t in data.epoch(torch.Generator().manual_seed(0))]
+    assert first == again and sorted(sum(first, [])) == list(range(10)) and first != [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    for inputs, targets in data.epoch(torch.Generator().manual_seed(1)):
+        assert torch.equal(inputs["b"], targets)  # inputs and targets stay paired
+    ragged = TrainSet([(torch.zeros(2, 3), None), (torch.zeros(3, 5), None)], batch_size=8)
+    shapes = sorted(tuple(x.shape) for x, _ in ragged.epoch(torch.Generator().manual_seed(0)))
+    assert shapes == [(2, 3), (3, 5)] and len(ragged) == 2 and not ragged.has_targets
+
+
+def test_finetune_leaves_the_global_random_state_alone(samples, mlp_session):
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    finetune(mlp_session, Plan.uniform(8), _subset(samples["digits-mlp"].train_data, 64), epochs=1)
+    assert torch.equal(state, torch.random.get_rng_state())

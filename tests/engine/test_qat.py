@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from studio.engine.activations import ActQParams, fake_quant, qparams_for_range
+from studio.engine.activations import fake_quant, qparams_for_range
 from studio.engine.compress import compress_view
 from studio.engine.plan import LayerSpec
 from studio.engine.prune import prune_mask
@@ -140,4 +140,3 @@ def test_activation_hooks_quantize_input_and_output_and_can_be_removed():
     for handle in handles:
         handle.remove()
     assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
-    assert isinstance(q_in, ActQParams)
