@@ -1,4 +1,8 @@
-"""The sample models' architectures. All take digit images of shape (N, 1, 8, 8) in [0, 1]."""
+"""The sample models' architectures. All take digit images of shape (N, 1, 8, 8) in [0, 1].
+
+Each takes a ``width`` multiplier for its hidden sizes (channels, units, embedding
+width), for smaller students to distil into; ``width=1.0`` is the bundled models' size.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def scaled(size: int, width: float, multiple: int = 1) -> int:
+    """``size * width`` rounded to a multiple of ``multiple`` (at least one multiple)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 8:
+        raise ValueError(f"width is a multiplier of the hidden sizes, above 0 and at most 8 (e.g. 0.5); got {width!r}")
+    return max(multiple, int(round(size * width / multiple)) * multiple)
+
+
 class DigitsMLP(nn.Module):
     """LeNet-300-100: two hidden fully-connected layers of 300 and 100 units."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(64, 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, 10)
+        h1, h2 = scaled(300, width), scaled(100, width)
+        self.fc1 = nn.Linear(64, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -24,22 +36,23 @@ class DigitsMLP(nn.Module):
 class DigitsCNN(nn.Module):
     """Three conv layers, each followed by BatchNorm and ReLU, then a linear classifier."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
+        c1, c2, c3 = scaled(16, width), scaled(32, width), scaled(64, width)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1, bias=False),
-            nn.BatchNorm2d(16),
+            nn.Conv2d(1, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
             nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c3, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -67,13 +80,14 @@ class BasicBlock(nn.Module):
 class DigitsResNet(nn.Module):
     """A small ResNet: a stem and three residual stages (16, 32, 64 channels)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.layer1 = BasicBlock(16, 16)
-        self.layer2 = BasicBlock(16, 32, stride=2)
-        self.layer3 = BasicBlock(32, 64, stride=2)
-        self.fc = nn.Linear(64, 10)
+        c1, c2, c3 = scaled(16, width), scaled(32, width), scaled(64, width)
+        self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.layer1 = BasicBlock(c1, c1)
+        self.layer2 = BasicBlock(c1, c2, stride=2)
+        self.layer3 = BasicBlock(c2, c3, stride=2)
+        self.fc = nn.Linear(c3, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
@@ -108,10 +122,15 @@ class Block(nn.Module):
 
 
 class DigitsViT(nn.Module):
-    """A small vision transformer over 2x2 patches: 16 patch tokens plus a class token."""
+    """A small vision transformer over 2x2 patches: 16 patch tokens plus a class token.
 
-    def __init__(self, dim: int = 48, depth: int = 2, heads: int = 4, hidden: int = 96, patch: int = 2) -> None:
+    ``width`` scales the embedding (kept a multiple of ``heads``) and the MLP's hidden size."""
+
+    def __init__(
+        self, dim: int = 48, depth: int = 2, heads: int = 4, hidden: int = 96, patch: int = 2, width: float = 1.0
+    ) -> None:
         super().__init__()
+        dim, hidden = scaled(dim, width, heads), scaled(hidden, width)
         self.patch = patch
         tokens = (8 // patch) ** 2
         self.patch_embed = nn.Linear(patch * patch, dim)

@@ -25,21 +25,24 @@ SAMPLES_DIR = Path(__file__).resolve().parents[2] / "sample_models"
 @dataclass(frozen=True)
 class SampleSpec:
     name: str
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]  # build(width=1.0): the architecture, width-scaled
     description: str
+    he_init: bool = True  # students start from He initialisation (False: PyTorch's defaults)
 
 
 SAMPLES: dict[str, SampleSpec] = {}
 
 
-def register_sample(name: str, build: Callable[[], nn.Module], description: str) -> None:
-    SAMPLES[name] = SampleSpec(name, build, description)
+def register_sample(name: str, build: Callable[..., nn.Module], description: str, he_init: bool = True) -> None:
+    SAMPLES[name] = SampleSpec(name, build, description, he_init)
 
 
 register_sample("digits-mlp", DigitsMLP, "LeNet-300-100 MLP (3 Linear layers)")
 register_sample("digits-cnn", DigitsCNN, "CNN: 3 Conv2d + BatchNorm, 1 Linear")
 register_sample("digits-resnet", DigitsResNet, "Small ResNet: residual blocks, 1x1 shortcuts, BatchNorm")
-register_sample("digits-vit", DigitsViT, "Vision transformer: patch embedding, attention, LayerNorm, position Embedding")
+register_sample(
+    "digits-vit", DigitsViT, "Vision transformer: patch embedding, attention, LayerNorm, position Embedding", he_init=False
+)
 
 
 @dataclass
@@ -86,3 +89,26 @@ def load_sample(name: str) -> Sample:
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     train, evaluation = digits_split()
     return Sample(name, spec.description, model, evaluation, train, record)
+
+
+def student(name: str, width: float = 0.5, seed: int = 0) -> nn.Module:
+    """A new, untrained model of sample ``name``'s architecture with hidden sizes scaled by
+    ``width``, initialised from ``seed`` (the global random state is left as it was), in eval
+    mode. Distil the sample into it with ``finetune(Session(student, ...), plan, train_data,
+    method="distill", teacher=load_sample(name).model)``.
+
+    The studio trains with BatchNorm folded away (as it deploys), so convolutional and MLP
+    students start from He initialisation (normal, fan-in, for ReLU; zero biases), which keeps
+    activations at scale without BatchNorm's normalisation; the transformer, which has
+    LayerNorm, keeps PyTorch's default initialisation."""
+    spec = sample_spec(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.build(width=width)
+        if spec.he_init:
+            for module in model.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+    return model.eval()
