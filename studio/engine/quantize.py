@@ -65,16 +65,31 @@ def _minmax_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: boo
     return UniformParams(scale, zero_point, qmin, qmax)
 
 
+def code_dtype(qmin: int, qmax: int) -> torch.dtype:
+    """The smallest integer dtype holding the codes: int8 or uint8 up to 8 bits."""
+    if qmin >= 0 and qmax <= 255:
+        return torch.uint8
+    if -128 <= qmin and qmax <= 127:
+        return torch.int8
+    return torch.int16 if -32768 <= qmin and qmax <= 32767 else torch.int32
+
+
 def quantize_codes(view: torch.Tensor, params: UniformParams) -> torch.Tensor:
-    """Integer codes, round half to even, clamped to the code range."""
-    scale = params.scale.unsqueeze(1)
-    zp = params.zero_point.unsqueeze(1)
-    inv_scale = 1.0 / scale  # multiply by the reciprocal, as torch.fake_quantize_* does
-    return torch.clamp(torch.round(view * inv_scale) + zp, params.qmin, params.qmax).to(torch.int64)
+    """Integer codes (``code_dtype``), round half to even, clamped to the code range."""
+    inv_scale = 1.0 / params.scale.unsqueeze(1)  # multiply by the reciprocal, as torch.fake_quantize_* does
+    scaled = view * inv_scale
+    scaled.round_()
+    scaled.add_(params.zero_point.unsqueeze(1))
+    scaled.clamp_(params.qmin, params.qmax)
+    return scaled.to(code_dtype(params.qmin, params.qmax))
 
 
 def dequantize_codes(codes: torch.Tensor, params: UniformParams) -> torch.Tensor:
-    return (codes - params.zero_point.unsqueeze(1)).to(torch.float32) * params.scale.unsqueeze(1)
+    """``(code - zero_point) * scale`` in float32 (the integer difference is exact)."""
+    out = codes.to(torch.float32)
+    out.sub_(params.zero_point.unsqueeze(1))
+    out.mul_(params.scale.unsqueeze(1))
+    return out
 
 
 def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> UniformParams:
