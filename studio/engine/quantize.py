@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-MSE_GRID = torch.linspace(0.30, 1.0, 36)
+from .mse_clip import MSE_GRID, search_alpha  # noqa: F401  (MSE_GRID: the candidate alphas)
 
 
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -93,19 +93,25 @@ def dequantize_codes(codes: torch.Tensor, params: UniformParams) -> torch.Tensor
 
 
 def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> UniformParams:
-    """Scales (and zero-points) per row of ``view``: min-max, or searched for lowest MSE."""
-    lo = view.min(dim=1).values
-    hi = view.max(dim=1).values
-    if clip == "minmax":
-        return _minmax_params(lo, hi, bits, symmetric)
-    best = _minmax_params(lo, hi, bits, symmetric)
-    best_err = ((dequantize_codes(quantize_codes(view, best), best) - view) ** 2).sum(dim=1)
-    for alpha in MSE_GRID[:-1].tolist():
-        cand = _minmax_params(lo * alpha, hi * alpha, bits, symmetric)
-        err = ((dequantize_codes(quantize_codes(view, cand), cand) - view) ** 2).sum(dim=1)
-        better = err < best_err
-        if better.any():
-            best.scale = torch.where(better, cand.scale, best.scale)
-            best.zero_point = torch.where(better, cand.zero_point, best.zero_point)
-            best_err = torch.where(better, err, best_err)
-    return best
+    """Scales (and zero-points) per row of ``view``: min-max, or searched for lowest MSE.
+
+    ``clip="mse"`` shrinks each row's range to ``alpha * [min, max]``, alpha in 0.30..1.00
+    by 0.01, picked on a per-row histogram and never worse than min-max (see ``mse_clip``).
+    """
+    lo, hi = torch.aminmax(view, dim=1) if view.numel() else (view.new_zeros(view.shape[0]), view.new_zeros(view.shape[0]))
+    base = _minmax_params(lo, hi, bits, symmetric)
+    if clip == "minmax" or view.numel() == 0:
+        return base
+    alpha = search_alpha(
+        view, lo, hi, base,
+        params_for=lambda a, b: _minmax_params(a, b, bits, symmetric),
+        exact_err=_squared_error,
+    ).to(torch.float32)
+    if bool((alpha == 1.0).all()):
+        return base
+    return _minmax_params(lo * alpha, hi * alpha, bits, symmetric)
+
+
+def _squared_error(view: torch.Tensor, params: UniformParams) -> torch.Tensor:
+    deq = dequantize_codes(quantize_codes(view, params), params)
+    return deq.sub_(view).square_().sum(dim=1, dtype=torch.float64)
