@@ -43,12 +43,21 @@ def kmeans_1d(
         centroids = np.append(centroids, 0.0)
         pinned[-1] = True
     weight, total, points = _histogram(values, lo, hi)
+    # points are sorted, so a cluster is a run of them: its count and sum are differences
+    # of prefix sums at the midpoints, and an iteration costs O(k log points)
+    cum_weight = np.concatenate([[0.0], np.cumsum(weight)])
+    cum_total = np.concatenate([[0.0], np.cumsum(total)])
     for _ in range(iters):
         order = np.argsort(centroids, kind="stable")
         centroids, pinned = centroids[order], pinned[order]
-        centroids, changed = _update(centroids, pinned, np.searchsorted(_mids(centroids), points), weight, total)
-        if not changed:
+        ends = np.concatenate([np.searchsorted(points, _mids(centroids), side="right"), [len(points)]])
+        starts = np.concatenate([[0], ends[:-1]])
+        counts = cum_weight[ends] - cum_weight[starts]
+        sums = cum_total[ends] - cum_total[starts]
+        new = np.where((counts > 0) & ~pinned, sums / np.maximum(counts, 1e-300), centroids)
+        if np.array_equal(new, centroids):
             break
+        centroids = new
     order = np.argsort(centroids, kind="stable")
     centroids, pinned = centroids[order].astype(np.float32), pinned[order]
     # one exact assignment and update on the values, then the final assignment
@@ -68,10 +77,11 @@ def kmeans_1d(
 
 
 def _histogram(values: torch.Tensor, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count, sum, mean) of each non-empty bin; the values themselves when there are few."""
+    """(count, sum, mean) of each non-empty bin, in order; the sorted values themselves when
+    there are few."""
     n = values.numel()
     if n <= HIST_BINS or hi <= lo:
-        x = values.double().numpy()
+        x = np.sort(values.double().numpy())
         return np.ones(n), x, x
     counts = np.zeros(HIST_BINS)
     sums = np.zeros(HIST_BINS)
@@ -91,15 +101,6 @@ def _bins(part: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 def _mids(sorted_centroids: np.ndarray) -> np.ndarray:
     return (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
-
-
-def _update(centroids: np.ndarray, pinned: np.ndarray, index: np.ndarray, weight: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, bool]:
-    k = len(centroids)
-    counts = np.bincount(index, weights=weight, minlength=k)
-    sums = np.bincount(index, weights=total, minlength=k)
-    update = (counts > 0) & ~pinned
-    new = np.where(update, sums / np.maximum(counts, 1e-300), centroids)
-    return new, not np.array_equal(new, centroids)
 
 
 def _assign(values: torch.Tensor, sorted_centroids: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

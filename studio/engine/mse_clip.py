@@ -4,56 +4,60 @@ The candidates are ``alpha * [lo, hi]`` for ``alpha`` in ``MSE_GRID`` (0.30..1.0
 steps of 0.01), and min-max itself (alpha = 1) wins ties. Rather than quantizing the
 weight once per candidate, each row is binned once, in units of its min-max step
 (``u = w / scale``), into a fine histogram holding each bin's count and sum. Every
-candidate's error is then a matrix product over the bins:
+candidate's error is then one matrix product over the bins:
 
     err(alpha) - sum(u**2) = sum_b q_b * (q_b * count_b - 2 * sum_b)
 
-where ``q_b`` is the level that the bin's centre quantizes to. Bin edges sit on the
-min-max rounding boundaries, so alpha = 1 is counted exactly; for another alpha only
-bins that straddle one of its rounding boundaries can be off, by at most
-``2 * alpha * bin_width`` per weight in them. A row whose best candidate does not beat
-min-max by more than that bound is checked by quantizing it exactly both ways. So the
-result is never worse than min-max, and the weight is quantized exactly once afterwards
-(by the caller) with the chosen scale.
+where ``q_b`` is the level that the bin's weights quantize to. Bin edges sit on the
+min-max rounding boundaries, so alpha = 1 is counted exactly; for another alpha a bin
+may straddle one of its rounding boundaries, and its weights are then taken as spread
+evenly in the bin, which may be off by at most ``2 * alpha * bin_width`` per weight in
+such bins (plus a hair for float rounding). A row whose winner does not beat min-max
+by more than that bound is quantized once, exactly, with the winner and compared with
+min-max's exact error. So the result is never worse than
+min-max, and the caller quantizes the weight once more, with the chosen scale.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 MSE_GRID = torch.linspace(0.30, 1.0, 71)
-TARGET_BINS = 2048  # bins per row, about
+ALPHAS = np.concatenate([[1.0], MSE_GRID[:-1].double().numpy()])  # min-max first: it wins ties
+ALPHAS_T = torch.from_numpy(ALPHAS)
+TARGET_BINS = 1024  # bins per row, about
 TILE = 1 << 18  # weights binned at a time
 CHUNK = 1 << 20  # weights quantized at a time when checking rows exactly
+ROUNDING = 1e-3  # how far (in bins) float rounding may move a weight across a bin edge, at most
+MARGIN = 1e-6  # relative error margin of the exact check (float32 arithmetic)
 
-ParamsFn = Callable[[torch.Tensor, torch.Tensor], "object"]
 
+def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: Any, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
+    """The chosen alpha per row of ``view`` (1.0 keeps min-max).
 
-def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: "object", params_for: ParamsFn, exact_err: Callable[[torch.Tensor, "object"], torch.Tensor]) -> torch.Tensor:
-    """The chosen alpha per row (1.0 keeps min-max).
-
-    ``base`` holds the min-max UniformParams (scale, zero_point, qmin, qmax);
-    ``params_for(lo, hi)`` makes params for a range; ``exact_err(rows_view, params)``
-    is the exact squared error per row.
+    ``base`` is the min-max UniformParams (scale, zero_point, qmin, qmax) of ``lo, hi``
+    and ``params_for(lo, hi)`` makes the params of a range.
     """
     rows, cols = view.shape
     qmin, qmax = base.qmin, base.qmax
     symmetric = qmin == -qmax
     levels = qmax + 1 if symmetric else qmax - qmin + 1
-    per_unit = max(4, TARGET_BINS // levels)  # bins per min-max step
+    # bins per min-max step: about TARGET_BINS a row, fewer for short rows (the matrix
+    # product costs bins x candidates a row, whatever the row's length), at least 4
+    per_unit = max(4, min(TARGET_BINS, 1 << max(0, (2 * cols - 1).bit_length())) // levels)
     n_bins = per_unit * levels
-    alphas = np.concatenate([[1.0], MSE_GRID[:-1].double().numpy()])
     inv_scale = (1.0 / base.scale).unsqueeze(1)  # as quantize_codes
     zero_point = base.zero_point
     view = view.contiguous()
     rows_per = max(1, min(TILE // max(cols, 1), (1 << 17) // n_bins))
     cols_per = cols if rows_per > 1 else min(cols, TILE)
-    tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     chosen = torch.ones(rows, dtype=torch.float64)
     ambiguous = torch.zeros(rows, dtype=torch.bool)
+    est_minmax = torch.zeros(rows, dtype=torch.float64)
     # buffers reused by every tile: fresh allocations would cost more than the arithmetic
     buf_u = torch.empty(rows_per * cols_per, dtype=torch.float32)
     buf_v = torch.empty(rows_per * cols_per, dtype=torch.float32)
@@ -61,26 +65,31 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: "
     buf_w = np.empty(rows_per * cols_per, dtype=np.float64)
     offsets = (torch.arange(rows_per, dtype=torch.int64) * n_bins).unsqueeze(1)
     shift = 0.5 * per_unit if symmetric else (0.5 - qmin) * per_unit
+    # rows in order of zero-point, so that each zero-point's tables are made once
+    order = torch.arange(rows) if symmetric else torch.argsort(zero_point, stable=True)
+    tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for r0 in range(0, rows, rows_per):
         r1 = min(rows, r0 + rows_per)
         nr = r1 - r0
+        block = order[r0:r1]
         count = np.zeros(nr * n_bins)
         total = np.zeros(nr * n_bins)
-        zp_shift = (zero_point[r0:r1].to(torch.float32) * per_unit).unsqueeze(1)
+        zp_shift = (zero_point[block].to(torch.float32) * per_unit).unsqueeze(1)
         for c0 in range(0, cols, cols_per):
             nc = min(cols, c0 + cols_per) - c0
             u = buf_u[: nr * nc].view(nr, nc)
-            torch.mul(view[r0:r1, c0 : c0 + nc], inv_scale[r0:r1], out=u)  # as quantize_codes
+            part = view[r0:r1, c0 : c0 + nc] if symmetric else view[block, c0 : c0 + nc]
+            torch.mul(part, inv_scale[block], out=u)  # as quantize_codes
             v = buf_v[: nr * nc].view(nr, nc)
             if symmetric:
-                u.abs_()
-                torch.mul(u, per_unit, out=v)  # |u| from the first bin edge, -0.5
+                u.abs_()  # symmetric quantization errs alike on both sides
+                torch.mul(u, per_unit, out=v)  # bins of |u| from -0.5
             else:
                 torch.mul(u, per_unit, out=v)
-                v.add_(zp_shift)  # u + zp from qmin - 0.5
+                v.add_(zp_shift)  # bins of u + zp from qmin - 0.5
             v.add_(shift)
             b = buf_b[: nr * nc].view(nr, nc)
-            b.copy_(v)  # truncates: v >= 0 but for rounding
+            b.copy_(v)  # truncates, as floor for v >= 0
             b.clamp_(0, n_bins - 1)
             b.add_(offsets[:nr])
             flat = b.numpy().reshape(-1)
@@ -88,63 +97,102 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: "
             weights[:] = u.numpy().reshape(-1)
             count += np.bincount(flat, minlength=len(count))
             total += np.bincount(flat, weights=weights, minlength=len(total))
-        count_t = torch.from_numpy(count.reshape(r1 - r0, n_bins))
-        total_t = torch.from_numpy(total.reshape(r1 - r0, n_bins))
-        zps = zero_point[r0:r1]
+        hist = torch.from_numpy(np.concatenate([count.reshape(nr, n_bins), total.reshape(nr, n_bins)], axis=1))
+        zps = zero_point[block]
         for zp in torch.unique(zps).tolist():
             if zp not in tables:
-                tables[zp] = _tables(alphas, per_unit, n_bins, qmin, qmax, zp, symmetric)
-            q1, q2, straddle = tables[zp]
+                tables[zp] = _tables(per_unit, n_bins, qmin, qmax, 0 if symmetric else zp)
+            weights_t, straddle = tables[zp]
             sel = torch.nonzero(zps == zp).squeeze(1)
-            c, t = count_t[sel], total_t[sel]
-            est = c @ q2 - 2.0 * (t @ q1)  # (rows, candidates)
-            bound = (c @ straddle) * torch.from_numpy(2.0 * alphas / per_unit)
+            h = hist[sel]
+            est = h @ weights_t  # (rows, candidates): the error, less the rows' sum of u**2
             best = torch.argmin(est, dim=1)  # the first of equals: min-max first
             gain = est[:, 0] - est.gather(1, best.unsqueeze(1)).squeeze(1)
-            slack = bound.gather(1, best.unsqueeze(1)).squeeze(1) + 1e-9 * est[:, 0].abs()
-            chosen[r0 + sel] = torch.from_numpy(alphas)[best]
-            ambiguous[r0 + sel] = (best > 0) & (gain <= slack)
+            # a weight in a bin that the winner straddles is counted part to each side: its
+            # error is off by at most 2 * alpha * bin width. Float rounding may move any
+            # weight a hair across a bin edge.
+            near = (h[:, :n_bins] * straddle[best]).sum(dim=1)
+            slack = (near + ROUNDING * h[:, :n_bins].sum(dim=1)) * 2.0 * ALPHAS_T[best] / per_unit
+            at = block[sel]
+            chosen[at] = ALPHAS_T[best]
+            ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est[:, 0].abs())
+            est_minmax[at] = est[:, 0]
     # the search assumed min-max's zero-point; where float rounding gives another, check exactly
     shrunk = chosen < 1.0
     if bool(shrunk.any()):
         alpha = chosen.to(torch.float32)
         ambiguous |= shrunk & (params_for(lo * alpha, hi * alpha).zero_point != zero_point)
-    _settle(view, lo, hi, chosen, ambiguous, base, params_for, exact_err)
+    _settle(view, lo, hi, chosen, ambiguous, base.scale.double() ** 2 * est_minmax, params_for)
     return chosen
 
 
-def _tables(alphas: np.ndarray, per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int, symmetric: bool):  # noqa: ANN202
-    """Per bin and candidate: the level of the bin's centre (q), q squared, and whether
-    the bin straddles one of the candidate's rounding boundaries (in units of the
-    min-max step)."""
-    edges = np.arange(n_bins + 1) / per_unit - 0.5  # |u| (symmetric) or u + zp - qmin
-    if symmetric:
-        lo_code, hi_code, shift = 0, qmax, 0.0
-    else:
-        lo_code, hi_code, shift = qmin - zp, qmax - zp, qmin - zp  # codes relative to zp; u = v + shift
-    edges_u = edges + shift
-    centres = (edges_u[:-1] + edges_u[1:]) / 2
-    a = alphas[None, :]
-    q = np.clip(np.round(centres[:, None] / a), lo_code, hi_code) * a
-    # a straddled bin holds a boundary (k + 1/2) * alpha strictly inside
-    k_lo = np.floor(edges_u[:-1, None] / a - 0.5)  # boundaries k in (k_lo, k_hi] lie in the bin
-    k_hi = np.floor(edges_u[1:, None] / a - 0.5)
-    straddle = (np.maximum(k_lo + 1, lo_code) <= np.minimum(k_hi, hi_code - 1)).astype(np.float64)
-    # neighbours too: a weight's bin may be one off where float rounding meets an edge
-    straddle = np.maximum(straddle, np.maximum(np.roll(straddle, 1, axis=0), np.roll(straddle, -1, axis=0)))
-    return torch.from_numpy(q), torch.from_numpy(q * q), torch.from_numpy(straddle)
+@functools.lru_cache(maxsize=16)
+def _master(per_unit: int, qmin: int, qmax: int) -> tuple[np.ndarray, ...]:
+    """The tables before clipping, on a grid of bins wide enough for every zero-point.
+
+    A bin is a run of weights ``[e, e + w)`` (in min-max steps) of count C and sum U. If
+    it holds no rounding boundary, all its weights go to one level q and it adds
+    ``q**2 C - 2 q U``. If it holds the boundary between levels qa and qb a fraction f
+    into it, its weights are taken as spread evenly inside it: fC of them, summing
+    ``f U - f (1 - f) (w / 2) C``, go to qa, the rest to qb. Returns, per bin and
+    candidate, the factors on C and on U, whether the bin straddles a boundary, and
+    the range ``(k_lo, k_hi]`` of the boundaries ``(k + 1/2) alpha`` inside it.
+    """
+    if qmin == -qmax:  # symmetric: bins of |u| from -0.5
+        first, n_bins = -0.5, per_unit * (qmax + 1)
+    else:  # u for every zero-point: from qmin - qmax - 0.5
+        first, n_bins = qmin - qmax - 0.5, per_unit * (2 * (qmax - qmin) + 1)
+    width = 1.0 / per_unit
+    e0 = (first + np.arange(n_bins) * width)[:, None]
+    a = ALPHAS[None, :]
+    k_lo = np.floor(e0 / a - 0.5)
+    k_hi = np.floor((e0 + width) / a - 0.5)
+    straddle = k_hi > k_lo
+    f = np.where(straddle, ((k_hi + 0.5) * a - e0) / width, 1.0)  # no boundary: all at qa
+    qa = np.where(straddle, k_hi, np.round((e0 + width / 2) / a)) * a
+    qb = (k_hi + 1) * a
+    on_counts = f * qa * qa + (1 - f) * qb * qb + f * (1 - f) * width * (qa - qb)
+    on_sums = -2.0 * (f * qa + (1 - f) * qb)
+    return on_counts, on_sums, straddle, k_lo, k_hi
 
 
-def _settle(view, lo, hi, chosen, ambiguous, base, params_for, exact_err) -> None:  # noqa: ANN001
-    """Rows whose winner is within the histogram's error bound of min-max: quantize both ways."""
+@functools.lru_cache(maxsize=4)
+def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For histogram rows ``[counts, sums]`` of one zero-point: the matrix giving every
+    candidate's error, and per candidate the bins that straddle one of its rounding
+    boundaries. The master tables, cut to these rows' bins and clipped to their codes:
+    a bin whose weights all lie beyond the last boundary inside the code range goes
+    whole to the end level."""
+    on_counts, on_sums, straddle, k_lo, k_hi = _master(per_unit, qmin, qmax)
+    symmetric = qmin == -qmax
+    lo_code, hi_code = (0, qmax) if symmetric else (qmin - zp, qmax - zp)
+    rows = slice(0, n_bins) if symmetric else slice(per_unit * (qmax - zp), per_unit * (qmax - zp) + n_bins)
+    a = ALPHAS[None, :]
+    top = k_lo[rows] >= hi_code - 1  # every weight at or above the boundary below the top level
+    bottom = k_hi[rows] <= lo_code - 1  # every weight below the boundary above the bottom level
+    counts = np.where(top, (hi_code * a) ** 2, np.where(bottom, (lo_code * a) ** 2, on_counts[rows]))
+    sums = np.where(top, -2.0 * hi_code * a, np.where(bottom, -2.0 * lo_code * a, on_sums[rows]))
+    weights = torch.from_numpy(np.concatenate([counts, sums], axis=0))
+    cut = straddle[rows] & ~top & ~bottom
+    return weights, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
+
+
+def _settle(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, minmax_err: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+    """Rows the histogram cannot decide: quantize them once with their winner, exactly as
+    ``quantize_codes`` and ``dequantize_codes`` do, and keep min-max unless the winner
+    is better. Errors are compared less the rows' sum of squares (min-max's is exact)."""
     rows = torch.nonzero(ambiguous).squeeze(1)
-    if rows.numel() == 0:
-        return
-    for start in range(0, rows.numel(), max(1, CHUNK // max(view.shape[1], 1))):
-        sel = rows[start : start + max(1, CHUNK // max(view.shape[1], 1))]
+    step = max(1, CHUNK // max(view.shape[1], 1))
+    for start in range(0, rows.numel(), step):
+        sel = rows[start : start + step]
         part = view[sel]
         alpha = chosen[sel].to(torch.float32)
-        cand = params_for(lo[sel] * alpha, hi[sel] * alpha)
-        minmax = params_for(lo[sel], hi[sel])
-        worse = exact_err(part, cand) >= exact_err(part, minmax)
-        chosen[sel[worse]] = 1.0
+        p = params_for(lo[sel] * alpha, hi[sel] * alpha)
+        zp = p.zero_point.to(torch.float32).unsqueeze(1)
+        deq = part * (1.0 / p.scale).unsqueeze(1)
+        deq.round_()
+        deq.clamp_(p.qmin - zp, p.qmax - zp)
+        deq.mul_(p.scale.unsqueeze(1))
+        err = torch.add(deq, part, alpha=-2.0).mul_(deq).sum(dim=1, dtype=torch.float64)  # sum deq (deq - 2w)
+        keep_minmax = err >= minmax_err[sel] - MARGIN * minmax_err[sel].abs()
+        chosen[sel[keep_minmax]] = 1.0

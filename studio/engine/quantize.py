@@ -102,16 +102,7 @@ def choose_params(view: torch.Tensor, bits: int, symmetric: bool, clip: str) -> 
     base = _minmax_params(lo, hi, bits, symmetric)
     if clip == "minmax" or view.numel() == 0:
         return base
-    alpha = search_alpha(
-        view, lo, hi, base,
-        params_for=lambda a, b: _minmax_params(a, b, bits, symmetric),
-        exact_err=_squared_error,
-    ).to(torch.float32)
+    alpha = search_alpha(view, lo, hi, base, params_for=lambda a, b: _minmax_params(a, b, bits, symmetric)).to(torch.float32)
     if bool((alpha == 1.0).all()):
         return base
     return _minmax_params(lo * alpha, hi * alpha, bits, symmetric)
-
-
-def _squared_error(view: torch.Tensor, params: UniformParams) -> torch.Tensor:
-    deq = dequantize_codes(quantize_codes(view, params), params)
-    return deq.sub_(view).square_().sum(dim=1, dtype=torch.float64)
