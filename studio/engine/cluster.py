@@ -5,6 +5,11 @@ for its values' count and sum, so a bin moves as one point at its mean); layers 
 at most 2**16 values run them on the values themselves. Then one exact assignment of
 every value to its nearest centroid, one exact centroid update (the mean of each
 cluster), and a final exact assignment to the updated centroids.
+
+The values are binned once. An exact assignment then needs no comparison for a bin
+that no midpoint between centroids comes near (all its values go to the same
+centroid): only values in the few bins around a midpoint are compared one by one. So
+the exact update adds up whole bins, and the final assignment is a table lookup.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import numpy as np
 import torch
 
 HIST_BINS = 1 << 16
-CHUNK = 1 << 20  # values assigned at a time
+CHUNK = 1 << 20  # values binned or assigned at a time
 
 
 def kmeans_1d(
@@ -25,13 +30,14 @@ def kmeans_1d(
     best of Deep Compression's three), then at most ``iters`` Lloyd iterations run on
     the histogram. With ``pin_zero`` one centroid is held at exactly 0.0, so pruned
     weights stay exactly zero. Returns ``(centroids, index)``: float32 centroids sorted
-    ascending and ``index`` the nearest centroid of each value, uint8 for k <= 256
-    (index a tensor with ``index.long()``: torch reads a uint8 index as a mask). The
-    result is deterministic.
+    ascending and ``index`` the nearest centroid of each value (ties to the lower one),
+    uint8 for k <= 256 (index a tensor with ``index.long()``: torch reads a uint8 index
+    as a mask). The result is deterministic.
     """
     values = values.detach().to(torch.float32).flatten()
+    n = values.numel()
     free = k - 1 if pin_zero else k
-    if values.numel() == 0:
+    if n == 0:
         lo = hi = 0.0
     else:
         lo_t, hi_t = torch.aminmax(values)
@@ -42,15 +48,56 @@ def kmeans_1d(
     if pin_zero:
         centroids = np.append(centroids, 0.0)
         pinned[-1] = True
-    weight, total, points = _histogram(values, lo, hi)
-    # points are sorted, so a cluster is a run of them: its count and sum are differences
-    # of prefix sums at the midpoints, and an iteration costs O(k log points)
+    index_dtype = torch.uint8 if k <= 256 else torch.int64
+    if n <= HIST_BINS or hi <= lo:  # few values: they are their own histogram
+        x = np.sort(values.double().numpy())
+        centroids, pinned = _lloyd(centroids, pinned, np.ones(n), x, x, iters)
+        mids = _mids32(centroids)
+        index = torch.bucketize(values, mids).numpy()
+        counts, sums = np.bincount(index, minlength=k), np.bincount(index, weights=values.numpy(), minlength=k)
+        centroids = _update(centroids, pinned, counts, sums)
+        return centroids, torch.bucketize(values, _mids32(centroids.numpy())).to(index_dtype)
+    grid = _Grid(lo, hi)
+    bins, counts, sums = grid.histogram(values)
+    used = counts > 0
+    centroids, pinned = _lloyd(centroids, pinned, counts[used], sums[used], sums[used] / counts[used], iters)
+    # the exact update: whole bins where they are far from every midpoint, else value by value
+    mids = _mids32(centroids)
+    table, near = grid.table(mids)
+    far = ~near
+    cluster_counts = np.bincount(table[far], weights=counts[far], minlength=k)
+    cluster_sums = np.bincount(table[far], weights=sums[far], minlength=k)
+    for at, part in grid.values_in(near, bins, values):
+        index = torch.bucketize(part, mids).numpy()
+        cluster_counts += np.bincount(index, minlength=k)
+        cluster_sums += np.bincount(index, weights=part.numpy(), minlength=k)
+    centroids = _update(centroids, pinned, cluster_counts, cluster_sums)
+    # the final assignment, by table, then value by value near the midpoints
+    mids = _mids32(centroids.numpy())
+    table, near = grid.table(mids)
+    index = np.empty(n, dtype=np.uint8 if k <= 256 else np.int64)
+    table = table.astype(index.dtype)
+    for start in range(0, n, CHUNK):
+        np.take(table, bins[start : start + CHUNK], out=index[start : start + CHUNK])
+    for at, part in grid.values_in(near, bins, values):
+        index[at] = torch.bucketize(part, mids).numpy()
+    return centroids, torch.from_numpy(index)
+
+
+def _lloyd(centroids: np.ndarray, pinned: np.ndarray, weight: np.ndarray, total: np.ndarray, points: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's iterations on sorted points of these weights (counts) and totals (sums).
+
+    A cluster is a run of sorted points, so its count and sum are differences of prefix
+    sums at the midpoints: an iteration costs O(k log points). Returns the centroids,
+    sorted, as float32 values (in float64), with their pinned flags.
+    """
     cum_weight = np.concatenate([[0.0], np.cumsum(weight)])
     cum_total = np.concatenate([[0.0], np.cumsum(total)])
     for _ in range(iters):
         order = np.argsort(centroids, kind="stable")
         centroids, pinned = centroids[order], pinned[order]
-        ends = np.concatenate([np.searchsorted(points, _mids(centroids), side="right"), [len(points)]])
+        mids = (centroids[1:] + centroids[:-1]) / 2
+        ends = np.concatenate([np.searchsorted(points, mids, side="right"), [len(points)]])
         starts = np.concatenate([[0], ends[:-1]])
         counts = cum_weight[ends] - cum_weight[starts]
         sums = cum_total[ends] - cum_total[starts]
@@ -59,74 +106,69 @@ def kmeans_1d(
             break
         centroids = new
     order = np.argsort(centroids, kind="stable")
-    centroids, pinned = centroids[order].astype(np.float32), pinned[order]
-    # one exact assignment and update on the values, then the final assignment
-    counts, sums = np.zeros(k), np.zeros(k)
-    for start in range(0, values.numel(), CHUNK):
-        part = values[start : start + CHUNK]
-        index = _assign(part, torch.from_numpy(centroids), lo, hi).numpy()
-        counts += np.bincount(index, minlength=k)
-        sums += np.bincount(index, weights=part.numpy(), minlength=k)
-    update = (counts > 0) & ~pinned
-    centroids = np.where(update, sums / np.maximum(counts, 1), centroids).astype(np.float32)
-    centroids = torch.from_numpy(np.sort(centroids, kind="stable"))
-    index = torch.empty(values.numel(), dtype=torch.uint8 if k <= 256 else torch.int64)
-    for start in range(0, values.numel(), CHUNK):
-        index[start : start + CHUNK] = _assign(values[start : start + CHUNK], centroids, lo, hi)
-    return centroids, index
+    return centroids[order].astype(np.float32).astype(np.float64), pinned[order]
 
 
-def _histogram(values: torch.Tensor, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count, sum, mean) of each non-empty bin, in order; the sorted values themselves when
-    there are few."""
-    n = values.numel()
-    if n <= HIST_BINS or hi <= lo:
-        x = np.sort(values.double().numpy())
-        return np.ones(n), x, x
-    counts = np.zeros(HIST_BINS)
-    sums = np.zeros(HIST_BINS)
-    for start in range(0, n, CHUNK):
-        part = values[start : start + CHUNK]
-        b = _bins(part, lo, hi).numpy()
-        counts += np.bincount(b, minlength=HIST_BINS)
-        sums += np.bincount(b, weights=part.numpy(), minlength=HIST_BINS)
-    used = counts > 0
-    return counts[used], sums[used], sums[used] / counts[used]
+def _mids32(centroids: np.ndarray) -> torch.Tensor:
+    """Midpoints between sorted centroids, in float32 (the values' own precision)."""
+    c = torch.from_numpy(np.asarray(centroids, dtype=np.float32))
+    return (c[1:] + c[:-1]) / 2
 
 
-def _bins(part: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    b = (part - lo).mul_(HIST_BINS / (hi - lo)).to(torch.int64)
-    return b.clamp_(0, HIST_BINS - 1)
+def _update(centroids: np.ndarray, pinned: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> torch.Tensor:
+    """Each free centroid to its cluster's mean (an empty cluster keeps its centroid), sorted."""
+    new = np.where((counts > 0) & ~pinned, sums / np.maximum(counts, 1), centroids).astype(np.float32)
+    return torch.from_numpy(np.sort(new, kind="stable"))
 
 
-def _mids(sorted_centroids: np.ndarray) -> np.ndarray:
-    return (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
+class _Grid:
+    """``HIST_BINS`` equal bins over ``[lo, hi]``."""
 
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, hi
+        self.width = (hi - lo) / HIST_BINS
 
-def _assign(values: torch.Tensor, sorted_centroids: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Nearest centroid of each value (ties to the lower one), as ``bucketize`` on the midpoints.
+    def histogram(self, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each value's bin (uint16), and each bin's count and sum."""
+        n = values.numel()
+        bins = np.empty(n, dtype=np.uint16)
+        counts = np.zeros(HIST_BINS)
+        sums = np.zeros(HIST_BINS)
+        scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
+        index = torch.empty(min(n, CHUNK), dtype=torch.int64)
+        for start in range(0, n, CHUNK):
+            part = values[start : start + CHUNK]
+            m = part.numel()
+            torch.sub(part, self.lo, out=scaled[:m])
+            scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
+            index[:m].copy_(scaled[:m])  # truncates: floor, as the values are >= lo
+            index[:m].clamp_(0, HIST_BINS - 1)
+            b = index[:m].numpy()
+            bins[start : start + m] = b
+            counts += np.bincount(b, minlength=HIST_BINS)
+            sums += np.bincount(b, weights=part.numpy(), minlength=HIST_BINS)
+        return bins, counts, sums
 
-    On a big chunk a table over the histogram's bins gives the answer for every bin
-    that no midpoint comes near; only values in the others are compared exactly.
-    """
-    mids = (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
-    dtype = torch.uint8 if len(sorted_centroids) <= 256 else torch.int64
-    if values.numel() <= HIST_BINS or hi <= lo:
-        return torch.bucketize(values, mids).to(dtype)
-    width = (hi - lo) / HIST_BINS
-    edges = lo + width * np.arange(HIST_BINS, dtype=np.float64)
-    table = torch.from_numpy(np.searchsorted(mids.double().numpy(), edges + width / 2)).to(dtype)
-    near = torch.zeros(HIST_BINS + 2, dtype=torch.bool)  # bins holding a midpoint, and their neighbours
-    at = np.clip(np.floor((mids.double().numpy() - lo) / width).astype(np.int64), -1, HIST_BINS) + 1
-    for shift in (-1, 0, 1):
-        near[np.clip(at + shift, 0, HIST_BINS + 1)] = True
-    near = near[1:-1]
-    b = _bins(values, lo, hi)
-    out = table[b]
-    exact = torch.nonzero(near[b]).squeeze(1)
-    if exact.numel():
-        out[exact] = torch.bucketize(values[exact], mids).to(dtype)
-    return out
+    def table(self, mids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per bin, its values' centroid when no midpoint comes near it, and which bins
+        hold a midpoint or touch one that does (float rounding may put a value one bin off)."""
+        m = mids.double().numpy()
+        centres = self.lo + self.width * (np.arange(HIST_BINS) + 0.5)
+        table = np.searchsorted(m, centres, side="left")  # how many midpoints lie below: bucketize
+        near = np.zeros(HIST_BINS + 2, dtype=bool)
+        at = np.clip(np.floor((m - self.lo) / self.width).astype(np.int64), -1, HIST_BINS) + 1
+        for shift in (-1, 0, 1):
+            near[np.clip(at + shift, 0, HIST_BINS + 1)] = True
+        return table, near[1:-1]
+
+    @staticmethod
+    def values_in(near: np.ndarray, bins: np.ndarray, values: torch.Tensor):  # noqa: ANN205
+        """``(positions, values)`` of the values in the marked bins, a chunk at a time."""
+        for start in range(0, len(bins), CHUNK):
+            at = np.flatnonzero(near[bins[start : start + CHUNK]])
+            if len(at):
+                at += start
+                yield at, values[torch.from_numpy(at)]
 
 
 def shared_values(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
