@@ -19,7 +19,7 @@ import numpy as np
 from .huffman import BLOCK_SYMBOLS, MAX_CODE_BITS, canonical_codes, code_lengths
 
 CHUNK = 1 << 20  # symbols per chunk; a multiple of 8 and of BLOCK_SYMBOLS
-SMALL_DECODE = 32 * BLOCK_SYMBOLS  # up to this many symbols, decode in a plain loop
+SMALL_DECODE = 20 * BLOCK_SYMBOLS  # up to this many symbols a plain loop is faster than the lockstep
 
 __all__ = ["pack", "unpack", "huffman_encode", "huffman_decode", "symbol_counts", "canonical_codes", "uint_dtype"]
 
