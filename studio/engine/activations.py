@@ -128,19 +128,27 @@ def _candidates(stats: ActStats) -> list[tuple[float, float]]:
 def range_mse(stats: ActStats, bits: int) -> tuple[float, float]:
     """The shrunken range with the lowest expected squared error over the histogram.
 
-    All candidates at once: the bin centres fake-quantized by every candidate's scale
-    and zero-point with ``fake_quant``'s formula, weighted by the bin counts.
+    All candidates at once: the centres of the non-empty bins fake-quantized by every
+    candidate's scale and zero-point with ``fake_quant``'s formula, weighted by the bin
+    counts.
     """
     candidates = _candidates(stats)
     params = [qparams_for_range(lo, hi, bits) for lo, hi in candidates]
-    centers = torch.from_numpy(stats.centers()).unsqueeze(0)
-    counts = torch.from_numpy(stats.hist).double().unsqueeze(0)
-    scale = torch.tensor([q.scale for q in params], dtype=torch.float64).unsqueeze(1)
-    zero_point = torch.tensor([q.zero_point for q in params], dtype=torch.float64).unsqueeze(1)
+    used = np.flatnonzero(stats.hist)  # empty bins add nothing
+    centers = stats.centers()[used][None, :]
+    counts = stats.hist[used].astype(np.float64)[None, :]
+    scale = np.array([q.scale for q in params])[:, None]
+    zero_point = np.array([q.zero_point for q in params], dtype=np.float64)[:, None]
     qmin, qmax = act_qrange(bits)
-    codes = torch.clamp(torch.round(centers / scale) + zero_point, qmin, qmax)
-    err = (counts * ((codes - zero_point) * scale - centers) ** 2).sum(dim=1)
-    best = int(torch.argmin(err))  # the first of equal errors, as a loop keeping the first would
+    codes = np.round(centers / scale)  # half to even
+    codes += zero_point
+    np.maximum(codes, qmin, out=codes)
+    np.minimum(codes, qmax, out=codes)
+    codes -= zero_point
+    codes *= scale
+    codes -= centers
+    err = (codes * codes * counts).sum(axis=1)
+    best = int(np.argmin(err))  # the first of equal errors, as a loop keeping the first would
     return candidates[best]
 
 
