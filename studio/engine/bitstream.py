@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .huffman import BLOCK_SYMBOLS, MAX_CODE_BITS, canonical_codes, code_lengths
 
@@ -30,14 +31,18 @@ def uint_dtype(bits: int) -> type:
 
 
 def symbol_counts(symbols: np.ndarray, alphabet: int) -> np.ndarray:
-    """``np.bincount(symbols, minlength=alphabet)`` in chunks (no int64 copy of the input)."""
+    """``np.bincount(symbols, minlength=alphabet)`` in chunks, with no int64 copy of the input."""
     symbols = np.asarray(symbols).reshape(-1)
     counts = np.zeros(alphabet, dtype=np.int64)
     for start in range(0, len(symbols), CHUNK):
-        part = np.bincount(symbols[start : start + CHUNK], minlength=alphabet)
-        if len(part) > alphabet:
+        part = symbols[start : start + CHUNK]
+        if part.dtype == np.uint8:  # torch counts bytes without widening them first
+            part_counts = torch.bincount(torch.from_numpy(np.ascontiguousarray(part)), minlength=alphabet).numpy()
+        else:
+            part_counts = np.bincount(part, minlength=alphabet)
+        if len(part_counts) > alphabet:
             raise ValueError(f"a symbol is outside the alphabet of {alphabet}")
-        counts += part
+        counts += part_counts
     return counts
 
 

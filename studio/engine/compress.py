@@ -88,8 +88,8 @@ def code_symbols(codes: torch.Tensor, qmin: int) -> torch.Tensor:
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
     """Signal-to-quantization-noise ratio in dB; None when the approximation is exact."""
-    noise = float(torch.sub(reference, approx).square_().sum(dtype=torch.float64))
-    signal = float(reference.square().sum(dtype=torch.float64))
+    noise = float(torch.sub(reference, approx).square_().sum())
+    signal = float(reference.square().sum())
     if noise == 0.0 or signal == 0.0:
         return None
     return 10.0 * math.log10(signal / noise)

@@ -121,11 +121,20 @@ def _relative(stream: StreamSpec, stats: GapStats, kept_counts: np.ndarray | Non
     return _Candidate(codes, index, codes_enc, index_name, entries)
 
 
-def _kept_counts(symbols: np.ndarray, keep_flat: np.ndarray, alphabet: int) -> np.ndarray:
-    counts = np.zeros(alphabet, dtype=np.int64)
-    for start in range(0, len(symbols), SEGMENT):
-        counts += symbol_counts(symbols[start : start + SEGMENT][keep_flat[start : start + SEGMENT]], alphabet)
-    return counts
+def _counts(symbols: torch.Tensor, keep: torch.Tensor | None, alphabet: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """How often each symbol occurs, in all weights and in the kept ones: one pass that
+    counts ``symbol + alphabet * kept``."""
+    flat = symbols.reshape(-1)
+    if keep is None:
+        return symbol_counts(flat.numpy(), alphabet), None
+    keep_flat = keep.reshape(-1)
+    joint = torch.zeros(2 * alphabet, dtype=torch.int64)
+    for start in range(0, flat.numel(), SEGMENT):
+        key = flat[start : start + SEGMENT].to(torch.int16)
+        key += keep_flat[start : start + SEGMENT].to(torch.int16) * alphabet
+        joint += torch.bincount(key, minlength=2 * alphabet)
+    kept = joint[alphabet:].numpy()
+    return joint[:alphabet].numpy() + kept, kept.copy()
 
 
 def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool, scale_bytes: int, other_bytes: int) -> LayerSize:
@@ -133,15 +142,13 @@ def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool,
     rows, cols = stream.shape
     numel = rows * cols
     coded = huffman and stream.alphabet is not None and stream.symbols is not None
-    sym_flat = stream.symbols.numpy().reshape(-1) if coded else None
-    all_counts = symbol_counts(sym_flat, stream.alphabet) if coded else None
+    all_counts, kept_counts = _counts(stream.symbols, keep, stream.alphabet) if coded else (None, None)
     codes, enc = counted_stream_bytes(all_counts, numel, stream.width, stream.alphabet, huffman)
     candidates = [_Candidate(codes, 0, enc, "dense", numel)]
     if keep is not None:
         keep_np = keep.numpy()
         keep_flat = keep_np.reshape(-1)
         n_kept = int(np.count_nonzero(keep_flat))
-        kept_counts = _kept_counts(sym_flat, keep_flat, stream.alphabet) if coded else None
         codes, enc = counted_stream_bytes(kept_counts, n_kept, stream.width, stream.alphabet, huffman)
         if bool(np.all(keep_np.all(axis=1) | ~keep_np.any(axis=1))):
             candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask", n_kept))
