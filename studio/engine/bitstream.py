@@ -229,23 +229,23 @@ def _windows(buf: np.ndarray) -> np.ndarray:
 
 def _decode_lockstep(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, starts: np.ndarray, count: int):  # noqa: ANN202
     n_blocks = len(starts)
-    out = np.empty(n_blocks * BLOCK_SYMBOLS, dtype=lut_sym.dtype)
-    grid = out.reshape(n_blocks, BLOCK_SYMBOLS)
+    steps = np.empty((BLOCK_SYMBOLS, n_blocks), dtype=lut_sym.dtype)  # step j: symbol j of every block
     words = _windows(buf)
     limit = len(words) - 1
     pos = starts.astype(np.int64)
     last = (count - 1) % BLOCK_SYMBOLS
+    lengths = lut_len.astype(np.int64)
     for j in range(BLOCK_SYMBOLS):  # the last block decodes padding past its end; cut below
         window = words[np.minimum(pos >> 3, limit)].astype(np.int64)
         window >>= 16 - (pos & 7)
         window &= 0xFFFF
-        grid[:, j] = lut_sym[window]
-        pos += lut_len[window]
+        np.take(lut_sym, window, out=steps[j])
+        pos += lengths[window]
         if j == last:
             last_end = int(pos[-1])
     ends = pos.copy()
     ends[-1] = last_end
-    return out[:count], ends
+    return np.ascontiguousarray(steps.T).reshape(-1)[:count], ends
 
 
 def _decode_loop(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, count: int) -> tuple[np.ndarray, int]:
