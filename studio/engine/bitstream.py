@@ -239,13 +239,16 @@ def _decode_lockstep(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, 
         window = words[np.minimum(pos >> 3, limit)].astype(np.int64)
         window >>= 16 - (pos & 7)
         window &= 0xFFFF
-        np.take(lut_sym, window, out=steps[j])
+        np.take(lut_sym, window, out=steps[j], mode="clip")  # "clip": no buffering
         pos += lengths[window]
         if j == last:
             last_end = int(pos[-1])
     ends = pos.copy()
     ends[-1] = last_end
-    return np.ascontiguousarray(steps.T).reshape(-1)[:count], ends
+    out = np.empty((n_blocks, BLOCK_SYMBOLS), dtype=steps.dtype)
+    for j in range(0, BLOCK_SYMBOLS, 256):  # transposed in strips, kinder to the cache
+        out[:, j : j + 256] = steps[j : j + 256].T
+    return out.reshape(-1)[:count], ends
 
 
 def _decode_loop(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, count: int) -> tuple[np.ndarray, int]:

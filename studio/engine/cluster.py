@@ -78,7 +78,7 @@ def kmeans_1d(
     index = np.empty(n, dtype=np.uint8 if k <= 256 else np.int64)
     table = table.astype(index.dtype)
     for start in range(0, n, CHUNK):
-        np.take(table, bins[start : start + CHUNK], out=index[start : start + CHUNK])
+        np.take(table, bins[start : start + CHUNK], out=index[start : start + CHUNK], mode="clip")
     for at, part in grid.values_in(near, bins, values):
         index[at] = torch.bucketize(part, mids).numpy()
     return centroids, torch.from_numpy(index)
@@ -177,5 +177,5 @@ def shared_values(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     flat_codes = codes.numpy().reshape(-1)
     out = np.empty(flat_codes.shape, dtype=np.float32)
     for start in range(0, len(flat_codes), CHUNK):
-        np.take(table, flat_codes[start : start + CHUNK], out=out[start : start + CHUNK])
+        np.take(table, flat_codes[start : start + CHUNK], out=out[start : start + CHUNK], mode="clip")
     return torch.from_numpy(out.reshape(codes.shape))

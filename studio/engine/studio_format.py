@@ -298,7 +298,7 @@ def _lookup(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     if table.shape[0] == 1:
         flat_in, flat_out = symbols.reshape(-1), out.reshape(-1)
         for start in range(0, rows * cols, CHUNK):
-            np.take(table[0], flat_in[start : start + CHUNK], out=flat_out[start : start + CHUNK])
+            np.take(table[0], flat_in[start : start + CHUNK], out=flat_out[start : start + CHUNK], mode="clip")
         return out
     step = max(1, CHUNK // max(cols, 1))
     for r0 in range(0, rows, step):
