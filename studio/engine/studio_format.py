@@ -4,8 +4,9 @@ Layout: ``STUDIOC1`` (8 bytes), the header's length (4 bytes, little endian), th
 header (zlib-compressed JSON: the plan, BatchNorm folds, per layer its shape and the
 encodings and byte lengths of its four parts, and the other tensors' names and
 dtypes), then the payload. Per layer the payload holds, in order:
-- codes:  bit-packed codes, or a canonical Huffman table (one length byte per symbol)
-          and the coded bits; raw float16/float32 values for float layers;
+- codes:  bit-packed codes, or a canonical Huffman table (one length byte per symbol),
+          a block table (two bytes per 4096 codes after the first 4096) and the coded
+          bits (see ``huffman``); raw float16/float32 values for float layers;
 - scales: float32 scales and uint8 zero-points, or the float32 codebook; then the
           activations' float32 scales and zero-points (uint8, or int16 for 16 bits);
 - index:  nothing (dense), a bitmask, a channel mask, or a relative index of r-bit
