@@ -187,8 +187,9 @@ def huffman_decode(data: bytes, alphabet: int, count: int) -> np.ndarray:
     if len(data) < head:
         raise ValueError("the Huffman stream is truncated")
     lengths = np.frombuffer(data, dtype=np.uint8, count=alphabet).astype(np.int64)
-    if lengths.max() == 0 or lengths.max() > MAX_CODE_BITS:
-        raise ValueError("the Huffman table is damaged")
+    used = lengths[lengths > 0]
+    if len(used) == 0 or used.max() > MAX_CODE_BITS or (np.int64(1) << (MAX_CODE_BITS - used)).sum() > 1 << MAX_CODE_BITS:
+        raise ValueError("the Huffman table is damaged")  # no codes, too long, or not a prefix code
     block_bits = np.frombuffer(data, dtype="<u2", count=n_blocks - 1, offset=alphabet).astype(np.int64) + BLOCK_SYMBOLS
     starts = np.concatenate([[0], np.cumsum(block_bits)])
     payload_bits = 8 * (len(data) - head)
@@ -198,9 +199,11 @@ def huffman_decode(data: bytes, alphabet: int, count: int) -> np.ndarray:
     buf = np.zeros(len(data) - head + pad, dtype=np.uint8)
     buf[: len(data) - head] = np.frombuffer(data, dtype=np.uint8, offset=head)
     if count <= SMALL_DECODE:
-        out, end = _decode_loop(buf, lut_sym, lut_len, count)
-        ends = np.asarray([end])
-        ok = end <= payload_bits
+        try:
+            out, marks = _decode_loop(buf, lut_sym, lut_len, count)
+        except IndexError:  # ran off the end: the lengths do not fit the data
+            raise ValueError("the Huffman stream is damaged") from None
+        ok = bool(np.array_equal(marks[:-1], starts[1:])) and marks[-1] <= payload_bits
     else:
         out, ends = _decode_lockstep(buf, lut_sym, lut_len, starts, count)
         ok = bool(np.array_equal(ends[:-1], starts[1:])) and ends[-1] <= payload_bits
@@ -251,13 +254,18 @@ def _decode_lockstep(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, 
     return out.reshape(-1)[:count], ends
 
 
-def _decode_loop(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, count: int) -> tuple[np.ndarray, int]:
+def _decode_loop(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
+    """One symbol after another; also returns where each block ended (the last: the stream)."""
     words = _windows(buf).tolist()
     syms, lens = lut_sym.tolist(), lut_len.tolist()
     out = [0] * count
+    ends = []
     pos = 0
     for k in range(count):
+        if k and k % BLOCK_SYMBOLS == 0:
+            ends.append(pos)
         idx = (words[pos >> 3] >> (16 - (pos & 7))) & 0xFFFF
         out[k] = syms[idx]
         pos += lens[idx]
-    return np.asarray(out, dtype=lut_sym.dtype), pos
+    ends.append(pos)
+    return np.asarray(out, dtype=lut_sym.dtype), ends

@@ -67,7 +67,7 @@ def kmeans_1d(
     far = ~near
     cluster_counts = np.bincount(table[far], weights=counts[far], minlength=k)
     cluster_sums = np.bincount(table[far], weights=sums[far], minlength=k)
-    for at, part in grid.values_in(near, bins, values):
+    for _, part in grid.values_in(near, bins, values):
         index = torch.bucketize(part, mids).numpy()
         cluster_counts += np.bincount(index, minlength=k)
         cluster_sums += np.bincount(index, weights=part.numpy(), minlength=k)

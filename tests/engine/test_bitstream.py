@@ -118,3 +118,15 @@ def test_damaged_huffman_streams_are_refused(monkeypatch):
         huffman_decode(bytes(data), 16, len(symbols))
     with pytest.raises(ValueError, match="damaged"):
         huffman_decode(bytes(16) + bytes(data[16:]), 16, len(symbols))  # an empty code table
+
+
+def test_damaged_streams_are_refused_by_the_plain_loop_too():
+    symbols = np.random.default_rng(5).integers(0, 16, 10_000)  # three blocks, decoded in a loop
+    data = bytearray(huffman_encode(symbols, 16))
+    data[16] ^= 0x01
+    with pytest.raises(ValueError, match="damaged"):
+        huffman_decode(bytes(data), 16, len(symbols))
+    table = bytearray(huffman_encode(symbols, 16))
+    table[0:4] = bytes([1, 1, 1, 1])  # four 1-bit codes: not a prefix code
+    with pytest.raises(ValueError, match="damaged"):
+        huffman_decode(bytes(table), 16, len(symbols))
