@@ -13,9 +13,10 @@ Prints, as rows of ``name  value  unit``:
 - ms of ``compress_view`` for a 768x3072 layer at int8, int4 with 50% pruning and
   5-bit k-means, and the bytes per weight that the cached result holds.
 
-Timings are medians of ``--repeats`` runs, taken on whatever else the machine is doing.
+Timings are medians of ``--repeats`` runs, taken on whatever else the machine is doing;
+on a busy machine ``--threads 1 --clock cpu`` (this process's CPU time) is steadier.
 
-    python benchmarks/bench_codecs.py [--quick] [--repeats N] [--threads N]
+    python benchmarks/bench_codecs.py [--quick] [--repeats N] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -42,12 +43,15 @@ from studio.engine.compress import compress_view  # noqa: E402
 from studio.engine.quantize import choose_params  # noqa: E402
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (steadier on a busy machine, with --threads 1)
+
+
 def median_s(fn, repeats: int) -> float:  # noqa: ANN001
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -72,9 +76,9 @@ def round_trips(n: int, repeats: int) -> None:
         times, peaks = [], []
         for _ in range(repeats):
             tracemalloc.start()
-            start = time.perf_counter()
+            start = CLOCK()
             out = decode(encode(symbols))
-            times.append(time.perf_counter() - start)
+            times.append(CLOCK() - start)
             peaks.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
             if not np.array_equal(out, symbols):
@@ -113,12 +117,12 @@ def studio_file(out_features: int, in_features: int, repeats: int) -> None:
         for _ in range(repeats):
             before = _rss_mb("VmRSS")
             tracked = _reset_peak_rss()
-            start = time.perf_counter()
+            start = CLOCK()
             data = studio_format.write(session, plan)
-            middle = time.perf_counter()
+            middle = CLOCK()
             decoded = studio_format.read(data)
             writes.append(middle - start)
-            reads.append(time.perf_counter() - middle)
+            reads.append(CLOCK() - middle)
             peak = _rss_mb("VmHWM")
             if tracked and before is not None and peak is not None:
                 peaks.append(peak - before)
@@ -147,9 +151,9 @@ def per_weight(shapes: list[tuple[int, int]], repeats: int) -> None:
         times = {k: [] for k in fns}
         for _ in range(repeats):  # interleaved, so that the machine's load falls on all alike
             for k, fn in fns.items():
-                start = time.perf_counter()
+                start = CLOCK()
                 fn()
-                times[k].append(time.perf_counter() - start)
+                times[k].append(CLOCK() - start)
         ns = {k: statistics.median(v) / n * 1e9 for k, v in times.items()}
         for k, v in ns.items():
             row(f"{rows}x{cols} {k}", v, "ns/weight")
@@ -186,11 +190,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: this process's CPU time")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
-    print(f"{'figure':<48} {'value':>12}  unit   (torch threads: {torch.get_num_threads()})")
+    print(f"{'figure':<48} {'value':>12}  unit   (torch threads: {torch.get_num_threads()}, {args.clock} clock)")
     round_trips(200_000 if args.quick else 25_000_000, repeats)
     studio_file(*((96, 512) if args.quick else (6144, 4096)), repeats=1 if args.quick else min(3, repeats))
     per_weight([(256, 256), (16, 288)] if args.quick else [(4096, 4096), (512, 4608)], repeats)
