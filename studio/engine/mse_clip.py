@@ -33,7 +33,7 @@ TARGET_BINS = 1024  # bins per row, about
 TILE = 1 << 18  # weights binned at a time
 CHUNK = 1 << 20  # weights quantized at a time when checking rows exactly
 ROUNDING = 1e-3  # how far (in bins) float rounding may move a weight across a bin edge, at most
-MARGIN = 1e-6  # relative error margin of the exact check (float32 arithmetic)
+MARGIN = 1e-6  # a near tie in the matrix product (relative) is left to the exact check
 
 
 def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: Any, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
@@ -57,14 +57,15 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
     cols_per = cols if rows_per > 1 else min(cols, TILE)
     chosen = torch.ones(rows, dtype=torch.float64)
     ambiguous = torch.zeros(rows, dtype=torch.bool)
-    est_minmax = torch.zeros(rows, dtype=torch.float64)
     # buffers reused by every tile: fresh allocations would cost more than the arithmetic
     buf_u = torch.empty(rows_per * cols_per, dtype=torch.float32)
     buf_v = torch.empty(rows_per * cols_per, dtype=torch.float32)
     buf_b = torch.empty(rows_per * cols_per, dtype=torch.int64)
-    buf_w = np.empty(rows_per * cols_per, dtype=np.float64)
+    buf_w = torch.empty(rows_per * cols_per, dtype=torch.float64)
+    ones = torch.ones(rows_per * cols_per, dtype=torch.float64)
     offsets = (torch.arange(rows_per, dtype=torch.int64) * n_bins).unsqueeze(1)
-    shift = 0.5 * per_unit if symmetric else (0.5 - qmin) * per_unit
+    shift = 0.5 * per_unit
+    inv_unit = inv_scale * per_unit
     # rows in order of zero-point, so that each zero-point's tables are made once
     order = torch.arange(rows) if symmetric else torch.argsort(zero_point, stable=True)
     tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -72,32 +73,33 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
         r1 = min(rows, r0 + rows_per)
         nr = r1 - r0
         block = order[r0:r1]
-        count = np.zeros(nr * n_bins)
-        total = np.zeros(nr * n_bins)
-        zp_shift = (zero_point[block].to(torch.float32) * per_unit).unsqueeze(1)
+        count = torch.zeros(nr * n_bins, dtype=torch.float64)
+        total = torch.zeros(nr * n_bins, dtype=torch.float64)
+        zp_shift = ((zero_point[block].to(torch.float32) + (0.5 - qmin)) * per_unit).unsqueeze(1)
         for c0 in range(0, cols, cols_per):
             nc = min(cols, c0 + cols_per) - c0
-            u = buf_u[: nr * nc].view(nr, nc)
             part = view[r0:r1, c0 : c0 + nc] if symmetric else view[block, c0 : c0 + nc]
-            torch.mul(part, inv_scale[block], out=u)  # as quantize_codes
+            # u * per_unit, as w * inv_scale (quantize_codes' product) scaled by a power of two: exact
+            u = buf_u[: nr * nc].view(nr, nc)
+            torch.mul(part, inv_unit[block], out=u)
             v = buf_v[: nr * nc].view(nr, nc)
+            b = buf_b[: nr * nc].view(nr, nc)
             if symmetric:
                 u.abs_()  # symmetric quantization errs alike on both sides
-                torch.mul(u, per_unit, out=v)  # bins of |u| from -0.5
+                torch.add(u, shift, out=v)  # bins of |u| from -0.5: below n_bins, as |u| <= qmax
+                b.copy_(v)  # truncates: floor, as v >= 0
             else:
-                torch.mul(u, per_unit, out=v)
-                v.add_(zp_shift)  # bins of u + zp from qmin - 0.5
-            v.add_(shift)
-            b = buf_b[: nr * nc].view(nr, nc)
-            b.copy_(v)  # truncates, as floor for v >= 0
-            b.clamp_(0, n_bins - 1)
+                torch.add(u, zp_shift, out=v)  # bins of u + zp from qmin - 0.5
+                b.copy_(v)
+                b.clamp_(0, n_bins - 1)
             b.add_(offsets[:nr])
-            flat = b.numpy().reshape(-1)
+            flat = b.reshape(-1)
             weights = buf_w[: nr * nc]
-            weights[:] = u.numpy().reshape(-1)
-            count += np.bincount(flat, minlength=len(count))
-            total += np.bincount(flat, weights=weights, minlength=len(total))
-        hist = torch.from_numpy(np.concatenate([count.reshape(nr, n_bins), total.reshape(nr, n_bins)], axis=1))
+            weights.copy_(u.reshape(-1))
+            count.scatter_add_(0, flat, ones[: nr * nc])  # as bincount, in order: deterministic
+            total.scatter_add_(0, flat, weights)
+        total /= per_unit  # sums of u (per_unit is a power of two: exact)
+        hist = torch.cat([count.reshape(nr, n_bins), total.reshape(nr, n_bins)], dim=1)
         zps = zero_point[block]
         for zp in torch.unique(zps).tolist():
             if zp not in tables:
@@ -116,13 +118,18 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             at = block[sel]
             chosen[at] = ALPHAS_T[best]
             ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est[:, 0].abs())
-            est_minmax[at] = est[:, 0]
-    # the search assumed min-max's zero-point; where float rounding gives another, check exactly
-    shrunk = chosen < 1.0
-    if bool(shrunk.any()):
-        alpha = chosen.to(torch.float32)
-        ambiguous |= shrunk & (params_for(lo * alpha, hi * alpha).zero_point != zero_point)
-    _settle(view, lo, hi, chosen, ambiguous, base.scale.double() ** 2 * est_minmax, params_for)
+        # the search assumed min-max's zero-point; where float rounding gives another, check exactly
+        alpha = chosen[block].to(torch.float32)
+        shrunk = alpha < 1.0
+        if bool(shrunk.any()):
+            ambiguous[block] |= shrunk & (params_for(lo[block] * alpha, hi[block] * alpha).zero_point != zero_point[block])
+        if cols_per == cols:  # the block's rows are still in the cache: settle them now
+            x = view[r0:r1] if symmetric else view[block]
+            _settle(x, block, lo, hi, chosen, ambiguous, params_for)
+    if cols_per < cols:
+        for r0 in range(0, rows, CHUNK // cols_per):
+            block = torch.arange(r0, min(rows, r0 + CHUNK // cols_per))
+            _settle(view[block], block, lo, hi, chosen, ambiguous, params_for)
     return chosen
 
 
@@ -177,22 +184,30 @@ def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[
     return weights, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
 
 
-def _settle(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, minmax_err: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
-    """Rows the histogram cannot decide: quantize them once with their winner, exactly as
-    ``quantize_codes`` and ``dequantize_codes`` do, and keep min-max unless the winner
-    is better. Errors are compared less the rows' sum of squares (min-max's is exact)."""
-    rows = torch.nonzero(ambiguous).squeeze(1)
-    step = max(1, CHUNK // max(view.shape[1], 1))
-    for start in range(0, rows.numel(), step):
-        sel = rows[start : start + step]
-        part = view[sel]
-        alpha = chosen[sel].to(torch.float32)
-        p = params_for(lo[sel] * alpha, hi[sel] * alpha)
+def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+    """Rows (``x``, at ``rows`` of the weight) that the histogram cannot decide: quantize
+    them with their winner and with min-max, exactly as ``quantize_codes`` and
+    ``dequantize_codes`` would, and keep min-max unless the winner is better."""
+    pick = ambiguous[rows]
+    if not bool(pick.any()):
+        return
+    if int(pick.sum()) * 2 < len(rows):  # a few rows: take them out; else do all, it is cheaper
+        x, rows = x[pick], rows[pick]
+    alpha = chosen[rows].to(torch.float32)
+    shrunk = _squared_error(x, params_for(lo[rows] * alpha, hi[rows] * alpha))
+    minmax = _squared_error(x, params_for(lo[rows], hi[rows]))
+    worse = (shrunk >= minmax) & ambiguous[rows]
+    chosen[rows[worse]] = 1.0
+
+
+def _squared_error(x: torch.Tensor, p: Any) -> torch.Tensor:
+    """Per row, ``((dequantize_codes(quantize_codes(x)) - x) ** 2).sum()``, the same floats."""
+    deq = x * (1.0 / p.scale).unsqueeze(1)
+    deq.round_()
+    if bool((p.zero_point == 0).all()):
+        deq.clamp_(p.qmin, p.qmax)
+    else:  # adding the integer zero-point, clamping and taking it off: the same as clamping shifted
         zp = p.zero_point.to(torch.float32).unsqueeze(1)
-        deq = part * (1.0 / p.scale).unsqueeze(1)
-        deq.round_()
         deq.clamp_(p.qmin - zp, p.qmax - zp)
-        deq.mul_(p.scale.unsqueeze(1))
-        err = torch.add(deq, part, alpha=-2.0).mul_(deq).sum(dim=1, dtype=torch.float64)  # sum deq (deq - 2w)
-        keep_minmax = err >= minmax_err[sel] - MARGIN * minmax_err[sel].abs()
-        chosen[sel[keep_minmax]] = 1.0
+    deq.mul_(p.scale.unsqueeze(1))
+    return (deq - x).square_().sum(dim=1)
