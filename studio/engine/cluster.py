@@ -132,10 +132,12 @@ class _Grid:
         """Each value's bin (uint16), and each bin's count and sum."""
         n = values.numel()
         bins = np.empty(n, dtype=np.uint16)
-        counts = np.zeros(HIST_BINS)
-        sums = np.zeros(HIST_BINS)
+        counts = torch.zeros(HIST_BINS, dtype=torch.float64)
+        sums = torch.zeros(HIST_BINS, dtype=torch.float64)
         scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
         index = torch.empty(min(n, CHUNK), dtype=torch.int64)
+        wide = torch.empty(min(n, CHUNK), dtype=torch.float64)
+        ones = torch.ones(min(n, CHUNK), dtype=torch.float64)
         for start in range(0, n, CHUNK):
             part = values[start : start + CHUNK]
             m = part.numel()
@@ -143,11 +145,11 @@ class _Grid:
             scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
             index[:m].copy_(scaled[:m])  # truncates: floor, as the values are >= lo
             index[:m].clamp_(0, HIST_BINS - 1)
-            b = index[:m].numpy()
-            bins[start : start + m] = b
-            counts += np.bincount(b, minlength=HIST_BINS)
-            sums += np.bincount(b, weights=part.numpy(), minlength=HIST_BINS)
-        return bins, counts, sums
+            bins[start : start + m] = index[:m].numpy()
+            wide[:m].copy_(part)
+            counts.scatter_add_(0, index[:m], ones[:m])  # as bincount, in order: deterministic
+            sums.scatter_add_(0, index[:m], wide[:m])
+        return bins, counts.numpy(), sums.numpy()
 
     def table(self, mids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per bin, its values' centroid when no midpoint comes near it, and which bins

@@ -68,7 +68,7 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
     inv_unit = inv_scale * per_unit
     # rows in order of zero-point, so that each zero-point's tables are made once
     order = torch.arange(rows) if symmetric else torch.argsort(zero_point, stable=True)
-    tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for r0 in range(0, rows, rows_per):
         r1 = min(rows, r0 + rows_per)
         nr = r1 - r0
@@ -104,12 +104,13 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
         for zp in torch.unique(zps).tolist():
             if zp not in tables:
                 tables[zp] = _tables(per_unit, n_bins, qmin, qmax, 0 if symmetric else zp)
-            weights_t, straddle = tables[zp]
+            weights_t, change, straddle = tables[zp]
             sel = torch.nonzero(zps == zp).squeeze(1)
             h = hist[sel]
-            est = h @ weights_t  # (rows, candidates): the error, less the rows' sum of u**2
-            best = torch.argmin(est, dim=1)  # the first of equals: min-max first
-            gain = est[:, 0] - est.gather(1, best.unsqueeze(1)).squeeze(1)
+            # every candidate's error change from min-max: small terms, so float32 will do to rank
+            best = torch.argmin(h.float() @ change, dim=1)  # the first of equals: min-max first
+            est_minmax = h @ weights_t[:, 0]  # the error, less the rows' sum of u**2
+            gain = est_minmax - (h * weights_t[:, best].T).sum(dim=1)  # the winner's, in float64
             # a weight in a bin that the winner straddles is counted part to each side: its
             # error is off by at most 2 * alpha * bin width. Float rounding may move any
             # weight a hair across a bin edge.
@@ -117,7 +118,7 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             slack = (near + ROUNDING * h[:, :n_bins].sum(dim=1)) * 2.0 * ALPHAS_T[best] / per_unit
             at = block[sel]
             chosen[at] = ALPHAS_T[best]
-            ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est[:, 0].abs())
+            ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est_minmax.abs())
         # the search assumed min-max's zero-point; where float rounding gives another, check exactly
         alpha = chosen[block].to(torch.float32)
         shrunk = alpha < 1.0
@@ -164,12 +165,13 @@ def _master(per_unit: int, qmin: int, qmax: int) -> tuple[np.ndarray, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For histogram rows ``[counts, sums]`` of one zero-point: the matrix giving every
-    candidate's error, and per candidate the bins that straddle one of its rounding
-    boundaries. The master tables, cut to these rows' bins and clipped to their codes:
-    a bin whose weights all lie beyond the last boundary inside the code range goes
-    whole to the end level."""
+    candidate's error (float64), the same less min-max's column (float32, for ranking),
+    and per candidate the bins that straddle one of its rounding boundaries. They are the
+    master tables, cut to these rows' bins and clipped to their codes: a bin whose
+    weights all lie beyond the last boundary inside the code range goes whole to the
+    end level."""
     on_counts, on_sums, straddle, k_lo, k_hi = _master(per_unit, qmin, qmax)
     symmetric = qmin == -qmax
     lo_code, hi_code = (0, qmax) if symmetric else (qmin - zp, qmax - zp)
@@ -179,9 +181,10 @@ def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[
     bottom = k_hi[rows] <= lo_code - 1  # every weight below the boundary above the bottom level
     counts = np.where(top, (hi_code * a) ** 2, np.where(bottom, (lo_code * a) ** 2, on_counts[rows]))
     sums = np.where(top, -2.0 * hi_code * a, np.where(bottom, -2.0 * lo_code * a, on_sums[rows]))
-    weights = torch.from_numpy(np.concatenate([counts, sums], axis=0))
+    weights = np.concatenate([counts, sums], axis=0)
+    change = torch.from_numpy(weights - weights[:, :1]).float()
     cut = straddle[rows] & ~top & ~bottom
-    return weights, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
+    return torch.from_numpy(weights), change, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
 
 
 def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
