@@ -15,7 +15,8 @@ evenly in the bin, which may be off by at most ``2 * alpha * bin_width`` per wei
 such bins (plus a hair for float rounding). A row whose winner does not beat min-max
 by more than that bound is quantized once, exactly, with the winner and compared with
 min-max's exact error. So the result is never worse than
-min-max, and the caller quantizes the weight once more, with the chosen scale.
+min-max, and the caller quantizes the weight once more, with the chosen scale. Weights of at most ``EXACT_WEIGHTS`` values are simply quantized with
+every candidate.
 """
 
 from __future__ import annotations
@@ -31,24 +32,28 @@ ALPHAS = np.concatenate([[1.0], MSE_GRID[:-1].double().numpy()])  # min-max firs
 ALPHAS_T = torch.from_numpy(ALPHAS)
 TARGET_BINS = 1024  # bins per row, about
 TILE = 1 << 18  # weights binned at a time
+EXACT_WEIGHTS = 1 << 15  # a weight this small is searched by quantizing it with every candidate
 CHUNK = 1 << 20  # weights quantized at a time when checking rows exactly
 ROUNDING = 1e-3  # how far (in bins) float rounding may move a weight across a bin edge, at most
 MARGIN = 1e-6  # a near tie in the matrix product (relative) is left to the exact check
 
 
 def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: Any, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
-    """The chosen alpha per row of ``view`` (1.0 keeps min-max).
+    """The chosen alpha per row of ``view`` (1.0 keeps min-max); exact for small weights.
 
     ``base`` is the min-max UniformParams (scale, zero_point, qmin, qmax) of ``lo, hi``
     and ``params_for(lo, hi)`` makes the params of a range.
     """
     rows, cols = view.shape
+    if rows * cols <= EXACT_WEIGHTS:
+        return _exact_search(view, lo, hi, params_for)
     qmin, qmax = base.qmin, base.qmax
     symmetric = qmin == -qmax
     levels = qmax + 1 if symmetric else qmax - qmin + 1
-    # bins per min-max step: about TARGET_BINS a row, fewer for short rows (the matrix
-    # product costs bins x candidates a row, whatever the row's length), at least 4
-    per_unit = max(4, min(TARGET_BINS, 1 << max(0, (2 * cols - 1).bit_length())) // levels)
+    # bins per min-max step (a power of two): about TARGET_BINS a row, but no more than a
+    # quarter of the row's length (the work on the histograms is bins x candidates a row),
+    # and at least 4 (so that a bin holds at most one boundary of any candidate)
+    per_unit = max(4, min(TARGET_BINS, 1 << max(0, (cols // 4).bit_length() - 1)) // levels)
     n_bins = per_unit * levels
     inv_scale = (1.0 / base.scale).unsqueeze(1)  # as quantize_codes
     zero_point = base.zero_point
@@ -185,6 +190,12 @@ def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[
     change = torch.from_numpy(weights - weights[:, :1]).float()
     cut = straddle[rows] & ~top & ~bottom
     return torch.from_numpy(weights), change, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
+
+
+def _exact_search(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
+    """A small weight: every candidate quantized exactly (the first of equal errors wins)."""
+    errors = torch.stack([_squared_error(view, params_for(lo * a, hi * a)) for a in ALPHAS_T.float().tolist()], dim=1)
+    return ALPHAS_T[torch.argmin(errors, dim=1)]
 
 
 def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:

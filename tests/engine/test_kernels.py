@@ -9,6 +9,7 @@ from studio.engine import LayerSpec
 from studio.engine.activations import ActQParams, ActStats, fake_quant, qparams_for_range, range_kl, range_mse
 from studio.engine.cluster import HIST_BINS, kmeans_1d
 from studio.engine.compress import compress_view
+from studio.engine.mse_clip import EXACT_WEIGHTS
 from studio.engine.quantize import MSE_GRID, _minmax_params, choose_params, dequantize_codes, quantize_codes
 
 
@@ -121,10 +122,13 @@ def _grid_search(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     return best
 
 
-@pytest.mark.parametrize("bits,symmetric,rows", [(8, True, 64), (4, True, 64), (3, False, 64), (6, False, 1), (2, True, 1)])
-def test_mse_clipping_is_never_worse_than_minmax_and_near_the_exact_search(bits, symmetric, rows):
+@pytest.mark.parametrize(
+    "bits,symmetric,rows,cols",
+    [(8, True, 64, 3000), (4, True, 64, 3000), (3, False, 64, 3000), (8, False, 48, 3000), (6, False, 1, 100_000), (2, True, 1, 3000), (5, True, 16, 300)],
+)
+def test_mse_clipping_is_never_worse_than_minmax_and_near_the_exact_search(bits, symmetric, rows, cols):
     g = torch.Generator().manual_seed(bits)
-    w = torch.distributions.Laplace(0.0, 1.0).sample((rows, 3000)) + 0.3 * torch.randn(rows, 1, generator=g)
+    w = torch.distributions.Laplace(0.0, 1.0).sample((rows, cols)) + 0.3 * torch.randn(rows, 1, generator=g)
     w[:, :3] *= 4  # a few outliers per row
     mse = _row_errors(w, choose_params(w, bits, symmetric, "mse"))
     minmax = _row_errors(w, choose_params(w, bits, symmetric, "minmax"))
@@ -132,6 +136,8 @@ def test_mse_clipping_is_never_worse_than_minmax_and_near_the_exact_search(bits,
     assert torch.all(mse <= minmax)
     assert float(mse.sum()) < float(minmax.sum())
     assert float(mse.sum()) <= 1.002 * float(exact.sum())  # the histogram's pick is all but the exact best
+    if rows * cols <= EXACT_WEIGHTS:
+        assert torch.equal(mse, exact)  # small weights are searched exactly
 
 
 def test_mse_clipping_handles_zero_and_constant_rows():
