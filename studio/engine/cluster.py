@@ -1,15 +1,13 @@
 """Weight sharing by 1-D k-means, as in Deep Compression (linear initialisation).
 
-Lloyd's iterations run on a fine histogram of the values (2**16 bins, each standing
-for its values' count and sum, so a bin moves as one point at its mean); layers with
-at most 2**16 values run them on the values themselves. Then one exact assignment of
-every value to its nearest centroid, one exact centroid update (the mean of each
-cluster), and a final exact assignment to the updated centroids.
+Lloyd's iterations run on a fine histogram of the values (2**16 bins, each a point at
+its centre weighted by its count), until the centroids stop moving or for at most
+``LLOYD_ITERS``; layers with at most 2**16 values run them on the values themselves. Then one exact assignment of every value to its nearest centroid
+and one exact centroid update: each centroid becomes the mean of its cluster.
 
-The values are binned once. An exact assignment then needs no comparison for a bin
-that no midpoint between centroids comes near (all its values go to the same
-centroid): only values in the few bins around a midpoint are compared one by one. So
-the exact update adds up whole bins, and the final assignment is a table lookup.
+The values are binned once. The exact assignment needs no comparison for a value in a
+bin that no midpoint between centroids comes near (all its values go to the same
+centroid, by table lookup): only values in the few bins around a midpoint are compared.
 """
 
 from __future__ import annotations
@@ -19,20 +17,24 @@ import torch
 
 HIST_BINS = 1 << 16
 CHUNK = 1 << 20  # values binned or assigned at a time
+# Lloyd's iterations on a histogram cost O(k log bins) each, so they can run (nearly) to
+# convergence: from a linear start on heavy-tailed weights that takes hundreds
+LLOYD_ITERS = 300
 
 
 def kmeans_1d(
-    values: torch.Tensor, k: int, iters: int = 30, pin_zero: bool = False
+    values: torch.Tensor, k: int, iters: int = LLOYD_ITERS, pin_zero: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster ``values`` (1-D) into ``k`` shared values.
 
     Centroids start evenly spaced between min and max (linear initialisation, the
-    best of Deep Compression's three), then at most ``iters`` Lloyd iterations run on
-    the histogram. With ``pin_zero`` one centroid is held at exactly 0.0, so pruned
-    weights stay exactly zero. Returns ``(centroids, index)``: float32 centroids sorted
-    ascending and ``index`` the nearest centroid of each value (ties to the lower one),
-    uint8 for k <= 256 (index a tensor with ``index.long()``: torch reads a uint8 index
-    as a mask). The result is deterministic.
+    best of Deep Compression's three), then Lloyd's iterations run on the histogram until
+    the centroids stop moving (at most ``iters``), then every value goes to its nearest
+    centroid (ties to the lower) and each centroid moves to the mean of its values. With ``pin_zero`` one centroid
+    is held at exactly 0.0, so pruned weights stay exactly zero. Returns
+    ``(centroids, index)``: float32 centroids sorted ascending, and each value's
+    centroid, uint8 for k <= 256 (index a tensor with ``index.long()``: torch reads a
+    uint8 index as a mask). The result is deterministic.
     """
     values = values.detach().to(torch.float32).flatten()
     n = values.numel()
@@ -48,40 +50,53 @@ def kmeans_1d(
     if pin_zero:
         centroids = np.append(centroids, 0.0)
         pinned[-1] = True
-    index_dtype = torch.uint8 if k <= 256 else torch.int64
+    index = torch.empty(n, dtype=torch.uint8 if k <= 256 else torch.int64)
+    counts, sums = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
     if n <= HIST_BINS or hi <= lo:  # few values: they are their own histogram
         x = np.sort(values.double().numpy())
         centroids, pinned = _lloyd(centroids, pinned, np.ones(n), x, x, iters)
-        mids = _mids32(centroids)
-        index = torch.bucketize(values, mids).numpy()
-        counts, sums = np.bincount(index, minlength=k), np.bincount(index, weights=values.numpy(), minlength=k)
-        centroids = _update(centroids, pinned, counts, sums)
-        return centroids, torch.bucketize(values, _mids32(centroids.numpy())).to(index_dtype)
+        index[:] = torch.bucketize(values, _mids32(centroids))
+        _add_clusters(index, values, counts, sums)
+        return _update(centroids, pinned, counts, sums, index)
     grid = _Grid(lo, hi)
-    bins, counts, sums = grid.histogram(values)
-    used = counts > 0
-    centroids, pinned = _lloyd(centroids, pinned, counts[used], sums[used], sums[used] / counts[used], iters)
-    # the exact update: whole bins where they are far from every midpoint, else value by value
+    bins, bin_counts = grid.histogram(values)
+    used = np.flatnonzero(bin_counts)
+    centres = grid.centres()[used]
+    centroids, pinned = _lloyd(centroids, pinned, bin_counts[used], bin_counts[used] * centres, centres, iters)
+    # the exact assignment: by table, then value by value near the midpoints
     mids = _mids32(centroids)
-    table, near = grid.table(mids)
-    far = ~near
-    cluster_counts = np.bincount(table[far], weights=counts[far], minlength=k)
-    cluster_sums = np.bincount(table[far], weights=sums[far], minlength=k)
-    for _, part in grid.values_in(near, bins, values):
-        index = torch.bucketize(part, mids).numpy()
-        cluster_counts += np.bincount(index, minlength=k)
-        cluster_sums += np.bincount(index, weights=part.numpy(), minlength=k)
-    centroids = _update(centroids, pinned, cluster_counts, cluster_sums)
-    # the final assignment, by table, then value by value near the midpoints
-    mids = _mids32(centroids.numpy())
-    table, near = grid.table(mids)
-    index = np.empty(n, dtype=np.uint8 if k <= 256 else np.int64)
-    table = table.astype(index.dtype)
+    table, near = grid.table(mids, index.dtype)
     for start in range(0, n, CHUNK):
-        np.take(table, bins[start : start + CHUNK], out=index[start : start + CHUNK], mode="clip")
-    for at, part in grid.values_in(near, bins, values):
-        index[at] = torch.bucketize(part, mids).numpy()
-    return centroids, torch.from_numpy(index)
+        b, out, part = bins[start : start + CHUNK], index[start : start + CHUNK], values[start : start + CHUNK]
+        torch.index_select(table, 0, b, out=out)
+        close = torch.nonzero(near.index_select(0, b)).squeeze(1)
+        if close.numel():
+            out[close] = torch.bucketize(part[close], mids).to(index.dtype)
+        _add_clusters(out, part, counts, sums)
+    return _update(centroids, pinned, counts, sums, index)
+
+
+def _add_clusters(index: torch.Tensor, values: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor) -> None:
+    """Add each cluster's count and sum (in float64) of these values."""
+    k = len(counts)
+    counts += torch.bincount(index, minlength=k)[:k]
+    sums += torch.bincount(index, weights=values.double(), minlength=k)[:k]
+
+
+def _update(centroids: np.ndarray, pinned: np.ndarray, counts: torch.Tensor, sums: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each free centroid to its cluster's mean (an empty cluster keeps its centroid).
+
+    Means of clusters of sorted centroids stay sorted; should float rounding ever break
+    a tie the other way, the centroids are sorted and the index follows them.
+    """
+    c, s = counts.numpy(), sums.numpy()
+    new = np.where((c > 0) & ~pinned, s / np.maximum(c, 1), centroids).astype(np.float32)
+    order = np.argsort(new, kind="stable")
+    if np.any(order != np.arange(len(order))):
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        index = torch.from_numpy(rank.astype(np.int64))[index.long()].to(index.dtype)
+    return torch.from_numpy(new[order]), index
 
 
 def _lloyd(centroids: np.ndarray, pinned: np.ndarray, weight: np.ndarray, total: np.ndarray, points: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +130,6 @@ def _mids32(centroids: np.ndarray) -> torch.Tensor:
     return (c[1:] + c[:-1]) / 2
 
 
-def _update(centroids: np.ndarray, pinned: np.ndarray, counts: np.ndarray, sums: np.ndarray) -> torch.Tensor:
-    """Each free centroid to its cluster's mean (an empty cluster keeps its centroid), sorted."""
-    new = np.where((counts > 0) & ~pinned, sums / np.maximum(counts, 1), centroids).astype(np.float32)
-    return torch.from_numpy(np.sort(new, kind="stable"))
-
-
 class _Grid:
     """``HIST_BINS`` equal bins over ``[lo, hi]``."""
 
@@ -128,15 +137,16 @@ class _Grid:
         self.lo, self.hi = lo, hi
         self.width = (hi - lo) / HIST_BINS
 
-    def histogram(self, values: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each value's bin (uint16), and each bin's count and sum."""
+    def centres(self) -> np.ndarray:
+        return self.lo + self.width * (np.arange(HIST_BINS) + 0.5)
+
+    def histogram(self, values: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Each value's bin (int32), and each bin's count."""
         n = values.numel()
-        bins = np.empty(n, dtype=np.uint16)
+        bins = torch.empty(n, dtype=torch.int32)
         counts = torch.zeros(HIST_BINS, dtype=torch.float64)
-        sums = torch.zeros(HIST_BINS, dtype=torch.float64)
         scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
         index = torch.empty(min(n, CHUNK), dtype=torch.int64)
-        wide = torch.empty(min(n, CHUNK), dtype=torch.float64)
         ones = torch.ones(min(n, CHUNK), dtype=torch.float64)
         for start in range(0, n, CHUNK):
             part = values[start : start + CHUNK]
@@ -145,32 +155,20 @@ class _Grid:
             scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
             index[:m].copy_(scaled[:m])  # truncates: floor, as the values are >= lo
             index[:m].clamp_(0, HIST_BINS - 1)
-            bins[start : start + m] = index[:m].numpy()
-            wide[:m].copy_(part)
+            bins[start : start + m].copy_(index[:m])
             counts.scatter_add_(0, index[:m], ones[:m])  # as bincount, in order: deterministic
-            sums.scatter_add_(0, index[:m], wide[:m])
-        return bins, counts.numpy(), sums.numpy()
+        return bins, counts.numpy()
 
-    def table(self, mids: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def table(self, mids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Per bin, its values' centroid when no midpoint comes near it, and which bins
         hold a midpoint or touch one that does (float rounding may put a value one bin off)."""
         m = mids.double().numpy()
-        centres = self.lo + self.width * (np.arange(HIST_BINS) + 0.5)
-        table = np.searchsorted(m, centres, side="left")  # how many midpoints lie below: bucketize
+        table = np.searchsorted(m, self.centres(), side="left")  # how many midpoints lie below: bucketize
         near = np.zeros(HIST_BINS + 2, dtype=bool)
         at = np.clip(np.floor((m - self.lo) / self.width).astype(np.int64), -1, HIST_BINS) + 1
         for shift in (-1, 0, 1):
             near[np.clip(at + shift, 0, HIST_BINS + 1)] = True
-        return table, near[1:-1]
-
-    @staticmethod
-    def values_in(near: np.ndarray, bins: np.ndarray, values: torch.Tensor):  # noqa: ANN205
-        """``(positions, values)`` of the values in the marked bins, a chunk at a time."""
-        for start in range(0, len(bins), CHUNK):
-            at = np.flatnonzero(near[bins[start : start + CHUNK]])
-            if len(at):
-                at += start
-                yield at, values[torch.from_numpy(at)]
+        return torch.from_numpy(table).to(dtype), torch.from_numpy(near[1:-1].copy())
 
 
 def shared_values(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
