@@ -36,6 +36,7 @@ EXACT_WEIGHTS = 1 << 15  # a weight this small is searched by quantizing it with
 CHUNK = 1 << 20  # weights quantized at a time when checking rows exactly
 ROUNDING = 1e-3  # how far (in bins) float rounding may move a weight across a bin edge, at most
 MARGIN = 1e-6  # a near tie in the matrix product (relative) is left to the exact check
+SETTLE_MARGIN = 1e-4  # min-max's error from the histogram, in the weight's units, is this close
 
 
 def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: Any, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
@@ -58,29 +59,38 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
     inv_scale = (1.0 / base.scale).unsqueeze(1)  # as quantize_codes
     zero_point = base.zero_point
     view = view.contiguous()
+
+    def minmax_errors(at: torch.Tensor) -> torch.Tensor:
+        """Min-max's squared error of these rows, from the histograms, in the weight's units."""
+        return (est_minmax[at] + squares[at] / per_unit**2) * base.scale[at].double() ** 2
+
     rows_per = max(1, min(TILE // max(cols, 1), (1 << 17) // n_bins))
     cols_per = cols if rows_per > 1 else min(cols, TILE)
     chosen = torch.ones(rows, dtype=torch.float64)
     ambiguous = torch.zeros(rows, dtype=torch.bool)
+    squares = torch.zeros(rows, dtype=torch.float64)  # sum of (u * per_unit)**2 per row
+    est_minmax = torch.zeros(rows, dtype=torch.float64)
     # buffers reused by every tile: fresh allocations would cost more than the arithmetic
     buf_u = torch.empty(rows_per * cols_per, dtype=torch.float32)
     buf_v = torch.empty(rows_per * cols_per, dtype=torch.float32)
     buf_b = torch.empty(rows_per * cols_per, dtype=torch.int64)
     buf_w = torch.empty(rows_per * cols_per, dtype=torch.float64)
     ones = torch.ones(rows_per * cols_per, dtype=torch.float64)
-    offsets = (torch.arange(rows_per, dtype=torch.int64) * n_bins).unsqueeze(1)
+    offsets = (torch.arange(rows_per, dtype=torch.int64) * (2 * n_bins)).unsqueeze(1)
     shift = 0.5 * per_unit
     inv_unit = inv_scale * per_unit
     # rows in order of zero-point, so that each zero-point's tables are made once
     order = torch.arange(rows) if symmetric else torch.argsort(zero_point, stable=True)
-    tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    tables: dict[int, tuple[torch.Tensor, ...]] = {}
     for r0 in range(0, rows, rows_per):
         r1 = min(rows, r0 + rows_per)
         nr = r1 - r0
-        block = order[r0:r1]
-        count = torch.zeros(nr * n_bins, dtype=torch.float64)
-        total = torch.zeros(nr * n_bins, dtype=torch.float64)
-        zp_shift = ((zero_point[block].to(torch.float32) + (0.5 - qmin)) * per_unit).unsqueeze(1)
+        block = slice(r0, r1) if symmetric else order[r0:r1]  # a slice: views, not copies
+        # per row: the counts of its bins, then their sums (so that one index serves both)
+        hist = torch.zeros(nr, 2 * n_bins, dtype=torch.float64)
+        count, total = hist.view(-1), hist.view(-1)[n_bins:]
+        if not symmetric:
+            zp_shift = ((zero_point[block].to(torch.float32) + (0.5 - qmin)) * per_unit).unsqueeze(1)
         for c0 in range(0, cols, cols_per):
             nc = min(cols, c0 + cols_per) - c0
             part = view[r0:r1, c0 : c0 + nc] if symmetric else view[block, c0 : c0 + nc]
@@ -103,27 +113,29 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             weights.copy_(u.reshape(-1))
             count.scatter_add_(0, flat, ones[: nr * nc])  # as bincount, in order: deterministic
             total.scatter_add_(0, flat, weights)
-        total /= per_unit  # sums of u (per_unit is a power of two: exact)
-        hist = torch.cat([count.reshape(nr, n_bins), total.reshape(nr, n_bins)], dim=1)
+            w2 = weights.view(nr, 1, nc)
+            squares[block] += torch.bmm(w2, w2.transpose(1, 2)).reshape(nr)
+        hist[:, n_bins:] /= per_unit  # sums of u (per_unit is a power of two: exact)
         zps = zero_point[block]
         for zp in torch.unique(zps).tolist():
             if zp not in tables:
                 tables[zp] = _tables(per_unit, n_bins, qmin, qmax, 0 if symmetric else zp)
-            weights_t, change, straddle = tables[zp]
+            weights_t, by_candidate, change, straddle = tables[zp]
             sel = torch.nonzero(zps == zp).squeeze(1)
-            h = hist[sel]
+            h = hist if len(sel) == nr else hist[sel]
             # every candidate's error change from min-max: small terms, so float32 will do to rank
             best = torch.argmin(h.float() @ change, dim=1)  # the first of equals: min-max first
-            est_minmax = h @ weights_t[:, 0]  # the error, less the rows' sum of u**2
-            gain = est_minmax - (h * weights_t[:, best].T).sum(dim=1)  # the winner's, in float64
+            est = h @ weights_t[:, 0]  # min-max's error, less the rows' sum of u**2 (exact)
+            gain = est - (h * by_candidate[best]).sum(dim=1)  # the winner's, in float64
             # a weight in a bin that the winner straddles is counted part to each side: its
             # error is off by at most 2 * alpha * bin width. Float rounding may move any
             # weight a hair across a bin edge.
             near = (h[:, :n_bins] * straddle[best]).sum(dim=1)
             slack = (near + ROUNDING * h[:, :n_bins].sum(dim=1)) * 2.0 * ALPHAS_T[best] / per_unit
-            at = block[sel]
+            at = block if len(sel) == nr else block[sel]
             chosen[at] = ALPHAS_T[best]
-            ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est_minmax.abs())
+            ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est.abs())
+            est_minmax[at] = est
         # the search assumed min-max's zero-point; where float rounding gives another, check exactly
         alpha = chosen[block].to(torch.float32)
         shrunk = alpha < 1.0
@@ -131,11 +143,12 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             ambiguous[block] |= shrunk & (params_for(lo[block] * alpha, hi[block] * alpha).zero_point != zero_point[block])
         if cols_per == cols:  # the block's rows are still in the cache: settle them now
             x = view[r0:r1] if symmetric else view[block]
-            _settle(x, block, lo, hi, chosen, ambiguous, params_for)
+            at = torch.arange(r0, r1) if symmetric else block
+            _settle(x, at, lo, hi, chosen, ambiguous, minmax_errors(at), params_for)
     if cols_per < cols:
         for r0 in range(0, rows, CHUNK // cols_per):
             block = torch.arange(r0, min(rows, r0 + CHUNK // cols_per))
-            _settle(view[block], block, lo, hi, chosen, ambiguous, params_for)
+            _settle(view[block], block, lo, hi, chosen, ambiguous, minmax_errors(block), params_for)
     return chosen
 
 
@@ -170,9 +183,10 @@ def _master(per_unit: int, qmin: int, qmax: int) -> tuple[np.ndarray, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[torch.Tensor, ...]:
     """For histogram rows ``[counts, sums]`` of one zero-point: the matrix giving every
-    candidate's error (float64), the same less min-max's column (float32, for ranking),
+    candidate's error (float64; also as rows, one per candidate), the same less min-max's
+    column (float32, for ranking),
     and per candidate the bins that straddle one of its rounding boundaries. They are the
     master tables, cut to these rows' bins and clipped to their codes: a bin whose
     weights all lie beyond the last boundary inside the code range goes whole to the
@@ -189,7 +203,8 @@ def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[
     weights = np.concatenate([counts, sums], axis=0)
     change = torch.from_numpy(weights - weights[:, :1]).float()
     cut = straddle[rows] & ~top & ~bottom
-    return torch.from_numpy(weights), change, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
+    by_candidate = torch.from_numpy(np.ascontiguousarray(weights.T))
+    return torch.from_numpy(weights), by_candidate, change, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
 
 
 def _exact_search(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
@@ -198,19 +213,19 @@ def _exact_search(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, params
     return ALPHAS_T[torch.argmin(errors, dim=1)]
 
 
-def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, minmax_err: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
     """Rows (``x``, at ``rows`` of the weight) that the histogram cannot decide: quantize
-    them with their winner and with min-max, exactly as ``quantize_codes`` and
-    ``dequantize_codes`` would, and keep min-max unless the winner is better."""
+    them with their winner exactly as ``quantize_codes`` and ``dequantize_codes`` would,
+    and keep min-max (whose error the histogram knows) unless the winner is better by
+    more than the rounding of the units (``SETTLE_MARGIN``)."""
     pick = ambiguous[rows]
     if not bool(pick.any()):
         return
     if int(pick.sum()) * 2 < len(rows):  # a few rows: take them out; else do all, it is cheaper
-        x, rows = x[pick], rows[pick]
+        x, rows, minmax_err = x[pick], rows[pick], minmax_err[pick]
     alpha = chosen[rows].to(torch.float32)
     shrunk = _squared_error(x, params_for(lo[rows] * alpha, hi[rows] * alpha))
-    minmax = _squared_error(x, params_for(lo[rows], hi[rows]))
-    worse = (shrunk >= minmax) & ambiguous[rows]
+    worse = (shrunk >= minmax_err * (1 - SETTLE_MARGIN)) & ambiguous[rows]
     chosen[rows[worse]] = 1.0
 
 
