@@ -66,21 +66,23 @@ def kmeans_1d(
     # the exact assignment: by table, then value by value near the midpoints
     mids = _mids32(centroids)
     table, near = grid.table(mids, index.dtype)
+    wide = torch.empty(min(n, CHUNK), dtype=torch.float64)
     for start in range(0, n, CHUNK):
         b, out, part = bins[start : start + CHUNK], index[start : start + CHUNK], values[start : start + CHUNK]
         torch.index_select(table, 0, b, out=out)
         close = torch.nonzero(near.index_select(0, b)).squeeze(1)
         if close.numel():
             out[close] = torch.bucketize(part[close], mids).to(index.dtype)
-        _add_clusters(out, part, counts, sums)
+        _add_clusters(out, part, counts, sums, wide)
     return _update(centroids, pinned, counts, sums, index)
 
 
-def _add_clusters(index: torch.Tensor, values: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor) -> None:
-    """Add each cluster's count and sum (in float64) of these values."""
+def _add_clusters(index: torch.Tensor, values: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, wide: torch.Tensor | None = None) -> None:
+    """Add each cluster's count and sum (in float64) of these values (``wide``: a buffer)."""
     k = len(counts)
+    wide = values.double() if wide is None else wide[: values.numel()].copy_(values)
     counts += torch.bincount(index, minlength=k)[:k]
-    sums += torch.bincount(index, weights=values.double(), minlength=k)[:k]
+    sums += torch.bincount(index, weights=wide, minlength=k)[:k]
 
 
 def _update(centroids: np.ndarray, pinned: np.ndarray, counts: torch.Tensor, sums: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,22 +108,22 @@ def _lloyd(centroids: np.ndarray, pinned: np.ndarray, weight: np.ndarray, total:
     sums at the midpoints: an iteration costs O(k log points). Returns the centroids,
     sorted, as float32 values (in float64), with their pinned flags.
     """
-    cum_weight = np.concatenate([[0.0], np.cumsum(weight)])
-    cum_total = np.concatenate([[0.0], np.cumsum(total)])
+    order = np.argsort(centroids, kind="stable")  # sorted once: means of runs stay sorted
+    centroids, free = centroids[order], ~pinned[order]
+    cum = np.zeros((len(points) + 1, 2))
+    np.cumsum(weight, out=cum[1:, 0])
+    np.cumsum(total, out=cum[1:, 1])
+    edges = np.zeros(len(centroids) + 1, dtype=np.intp)
+    edges[-1] = len(points)
     for _ in range(iters):
-        order = np.argsort(centroids, kind="stable")
-        centroids, pinned = centroids[order], pinned[order]
-        mids = (centroids[1:] + centroids[:-1]) / 2
-        ends = np.concatenate([np.searchsorted(points, mids, side="right"), [len(points)]])
-        starts = np.concatenate([[0], ends[:-1]])
-        counts = cum_weight[ends] - cum_weight[starts]
-        sums = cum_total[ends] - cum_total[starts]
-        new = np.where((counts > 0) & ~pinned, sums / np.maximum(counts, 1e-300), centroids)
+        edges[1:-1] = np.searchsorted(points, (centroids[1:] + centroids[:-1]) / 2, side="right")
+        runs = np.diff(cum[edges], axis=0)  # each cluster's count and sum
+        new = np.where((runs[:, 0] > 0) & free, runs[:, 1] / np.maximum(runs[:, 0], 1e-300), centroids)
         if np.array_equal(new, centroids):
             break
         centroids = new
     order = np.argsort(centroids, kind="stable")
-    return centroids[order].astype(np.float32).astype(np.float64), pinned[order]
+    return centroids[order].astype(np.float32).astype(np.float64), ~free[order]
 
 
 def _mids32(centroids: np.ndarray) -> torch.Tensor:
@@ -144,20 +146,18 @@ class _Grid:
         """Each value's bin (int32), and each bin's count."""
         n = values.numel()
         bins = torch.empty(n, dtype=torch.int32)
-        counts = torch.zeros(HIST_BINS, dtype=torch.float64)
+        counts = torch.zeros(HIST_BINS, dtype=torch.int64)
         scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
-        index = torch.empty(min(n, CHUNK), dtype=torch.int64)
-        ones = torch.ones(min(n, CHUNK), dtype=torch.float64)
         for start in range(0, n, CHUNK):
             part = values[start : start + CHUNK]
             m = part.numel()
+            b = bins[start : start + m]
             torch.sub(part, self.lo, out=scaled[:m])
             scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
-            index[:m].copy_(scaled[:m])  # truncates: floor, as the values are >= lo
-            index[:m].clamp_(0, HIST_BINS - 1)
-            bins[start : start + m].copy_(index[:m])
-            counts.scatter_add_(0, index[:m], ones[:m])  # as bincount, in order: deterministic
-        return bins, counts.numpy()
+            b.copy_(scaled[:m])  # truncates: floor, as the values are >= lo
+            b.clamp_(0, HIST_BINS - 1)
+            counts += torch.bincount(b, minlength=HIST_BINS)
+        return bins, counts.numpy().astype(np.float64)
 
     def table(self, mids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Per bin, its values' centroid when no midpoint comes near it, and which bins
