@@ -45,8 +45,18 @@ def act_qrange(bits: int) -> tuple[int, int]:
 
 
 def fake_quant(x: torch.Tensor, q: ActQParams) -> torch.Tensor:
-    codes = torch.clamp(torch.round(x / q.scale) + q.zero_point, q.qmin, q.qmax)
-    return (codes - q.zero_point) * q.scale
+    """``(clamp(round(x / scale) + zp, qmin, qmax) - zp) * scale``, bit for bit, in one buffer.
+
+    Adding and then subtracting the integer zero-point around the clamp is the same as
+    clamping to ``[qmin - zp, qmax - zp]``; the final ``+ 0.0`` turns a -0.0 (from
+    rounding a small negative) into the +0.0 that the subtraction gave.
+    """
+    y = x / q.scale
+    y.round_()
+    y.clamp_(q.qmin - q.zero_point, q.qmax - q.zero_point)
+    y.mul_(q.scale)
+    y.add_(0.0)
+    return y
 
 
 def qparams_for_range(lo: float, hi: float, bits: int) -> ActQParams:
@@ -116,46 +126,88 @@ def _candidates(stats: ActStats) -> list[tuple[float, float]]:
 
 @register_range_method("mse")
 def range_mse(stats: ActStats, bits: int) -> tuple[float, float]:
-    """The shrunken range with the lowest expected squared error over the histogram."""
-    centers = torch.from_numpy(stats.centers())
-    counts = torch.from_numpy(stats.hist).double()
-    best, best_err = (stats.lo, stats.hi), float("inf")
-    for lo, hi in _candidates(stats):
-        q = qparams_for_range(lo, hi, bits)
-        err = float((counts * (fake_quant(centers, q) - centers) ** 2).sum())
-        if err < best_err:
-            best, best_err = (lo, hi), err
-    return best
+    """The shrunken range with the lowest expected squared error over the histogram.
+
+    All candidates at once: the centres of the non-empty bins fake-quantized by every
+    candidate's scale and zero-point with ``fake_quant``'s formula, weighted by the bin
+    counts.
+    """
+    candidates = _candidates(stats)
+    params = [qparams_for_range(lo, hi, bits) for lo, hi in candidates]
+    used = np.flatnonzero(stats.hist)  # empty bins add nothing
+    centers = stats.centers()[used][None, :]
+    counts = stats.hist[used].astype(np.float64)[None, :]
+    scale = np.array([q.scale for q in params])[:, None]
+    zero_point = np.array([q.zero_point for q in params], dtype=np.float64)[:, None]
+    qmin, qmax = act_qrange(bits)
+    codes = np.round(centers / scale)  # half to even
+    codes += zero_point
+    np.maximum(codes, qmin, out=codes)
+    np.minimum(codes, qmax, out=codes)
+    codes -= zero_point
+    codes *= scale
+    codes -= centers
+    err = (codes * codes * counts).sum(axis=1)
+    best = int(np.argmin(err))  # the first of equal errors, as a loop keeping the first would
+    return candidates[best]
 
 
 @register_range_method("kl")
 def range_kl(stats: ActStats, bits: int) -> tuple[float, float]:
-    """Entropy calibration: the range whose quantized distribution is closest in KL."""
+    """Entropy calibration: the range whose quantized distribution is closest in KL.
+
+    For each candidate range, the bins inside it are split into ``2**min(bits, 8)``
+    groups as ``np.array_split`` does; the reference ``p`` keeps the clipped mass in
+    its two edge bins, the candidate ``q`` spreads each group's mass evenly over the
+    group's non-empty bins. Every sum the divergence needs comes from prefix sums over
+    the histogram, so all 81 candidates cost a few array operations on (81, levels).
+    """
+    candidates = _candidates(stats)
+    alpha = np.linspace(0.2, 1.0, 81)
     centers = stats.centers()
     hist = stats.hist.astype(np.float64)
     levels = 2 ** min(bits, 8)
-    best, best_kl = (stats.lo, stats.hi), float("inf")
-    for lo, hi in _candidates(stats):
-        inside = (centers >= min(lo, 0)) & (centers <= max(hi, 0))
-        idx = np.flatnonzero(inside)
-        if len(idx) < levels:
-            continue
-        raw = hist[idx]
-        p = raw.copy()  # the reference keeps the clipped mass in its edge bins...
-        p[0] += hist[: idx[0]].sum()
-        p[-1] += hist[idx[-1] + 1 :].sum()
-        q = np.zeros_like(p)  # ...the quantized candidate does not, so clipping costs
-        for g in np.array_split(np.arange(len(raw)), levels):
-            nonzero = raw[g] > 0
-            if nonzero.any():
-                q[g[nonzero]] = raw[g].sum() / nonzero.sum()
-        mask = p > 0
-        pn = p[mask] / p.sum()
-        qn = np.maximum(q[mask] / max(q.sum(), 1e-12), 1e-12)
-        kl = float((pn * np.log(pn / qn)).sum())
-        if kl < best_kl:
-            best, best_kl = (lo, hi), kl
-    return best
+    total = hist.sum()
+    lo = np.minimum(stats.lo * alpha, 0)
+    hi = np.maximum(stats.hi * alpha, 0)
+    first = np.searchsorted(centers, lo, side="left")  # the bins inside [lo, hi]
+    last = np.searchsorted(centers, hi, side="right") - 1
+    size = last - first + 1
+    valid = size >= levels
+    if not valid.any() or total <= 0:
+        return candidates[int(np.argmax(valid))] if valid.any() else (stats.lo, stats.hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogx = np.where(hist > 0, hist * np.log(np.where(hist > 0, hist, 1.0)), 0.0)
+    cum = np.concatenate([[0.0], np.cumsum(hist)])
+    cum_nz = np.concatenate([[0], np.cumsum(hist > 0)])
+    cum_xlogx = np.concatenate([[0.0], np.cumsum(xlogx)])
+    # group g of a candidate covers bins [bounds[g], bounds[g + 1]), as np.array_split
+    small, extra = size // levels, size % levels
+    g = np.arange(levels + 1)
+    bounds = first[:, None] + g * small[:, None] + np.minimum(g, extra[:, None])
+    mass = cum[bounds[:, 1:]] - cum[bounds[:, :-1]]
+    nonzero = cum_nz[bounds[:, 1:]] - cum_nz[bounds[:, :-1]]
+    q_sum = np.maximum(cum[last + 1] - cum[first], 1e-12)
+    q_level = np.where(nonzero > 0, mass / np.maximum(nonzero, 1), 0.0)  # q of a non-empty bin
+    log_qn = np.log(np.maximum(q_level / q_sum[:, None], 1e-12))
+    # every inside bin with mass, as if p were the raw histogram: sum p (log p - log T - log qn)
+    inner = ((cum_xlogx[bounds[:, 1:]] - cum_xlogx[bounds[:, :-1]]) - mass * (np.log(total) + log_qn)).sum(axis=1)
+    # then the two edge bins take the clipped mass: replace their terms
+    rows = np.arange(len(alpha))
+    left = cum[first]
+    right = total - cum[last + 1]
+    kl = inner
+    for edge, extra_mass, group in ((first, left, 0), (last, right, levels - 1)):
+        raw = hist[edge]
+        lq = log_qn[rows, group]
+        lq = np.where(raw > 0, lq, np.log(1e-12))  # an empty edge bin has q = 0
+        p = raw + extra_mass
+        with np.errstate(divide="ignore", invalid="ignore"):
+            old_term = np.where(raw > 0, raw * (np.log(np.where(raw > 0, raw, 1.0)) - np.log(total) - lq), 0.0)
+            new_term = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(total) - lq), 0.0)
+        kl = kl - old_term + new_term
+    kl = np.where(valid, kl / total, np.inf)
+    return candidates[int(np.argmin(kl))]
 
 
 def choose_qparams(stats: ActStats, bits: int, method: str) -> ActQParams:

@@ -1,49 +1,181 @@
-"""Weight sharing by 1-D k-means, as in Deep Compression (linear initialisation)."""
+"""Weight sharing by 1-D k-means, as in Deep Compression (linear initialisation).
+
+Lloyd's iterations run on a fine histogram of the values (2**16 bins, each a point at
+its centre weighted by its count), until the centroids stop moving or for at most
+``LLOYD_ITERS``; layers with at most 2**16 values run them on the values themselves. Then one exact assignment of every value to its nearest centroid
+and one exact centroid update: each centroid becomes the mean of its cluster.
+
+The values are binned once. The exact assignment needs no comparison for a value in a
+bin that no midpoint between centroids comes near (all its values go to the same
+centroid, by table lookup): only values in the few bins around a midpoint are compared.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+HIST_BINS = 1 << 16
+CHUNK = 1 << 20  # values binned or assigned at a time
+# Lloyd's iterations on a histogram cost O(k log bins) each, so they can run (nearly) to
+# convergence: from a linear start on heavy-tailed weights that takes hundreds
+LLOYD_ITERS = 300
 
 
 def kmeans_1d(
-    values: torch.Tensor, k: int, iters: int = 30, pin_zero: bool = False
+    values: torch.Tensor, k: int, iters: int = LLOYD_ITERS, pin_zero: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster ``values`` (1-D) into ``k`` shared values.
 
     Centroids start evenly spaced between min and max (linear initialisation, the
-    best of Deep Compression's three). With ``pin_zero`` one centroid is held at
-    exactly 0.0, so pruned weights stay exactly zero. Returns ``(centroids, index)``
-    with centroids sorted ascending and ``index`` the centroid of each value.
+    best of Deep Compression's three), then Lloyd's iterations run on the histogram until
+    the centroids stop moving (at most ``iters``), then every value goes to its nearest
+    centroid (ties to the lower) and each centroid moves to the mean of its values. With ``pin_zero`` one centroid
+    is held at exactly 0.0, so pruned weights stay exactly zero. Returns
+    ``(centroids, index)``: float32 centroids sorted ascending, and each value's
+    centroid, uint8 for k <= 256 (index a tensor with ``index.long()``: torch reads a
+    uint8 index as a mask). The result is deterministic.
     """
-    values = values.to(torch.float32).flatten()
+    values = values.detach().to(torch.float32).flatten()
+    n = values.numel()
     free = k - 1 if pin_zero else k
-    if values.numel() == 0:
+    if n == 0:
         lo = hi = 0.0
     else:
-        lo, hi = float(values.min()), float(values.max())
-    centroids = torch.linspace(lo, hi, free) if free > 1 else torch.tensor([(lo + hi) / 2])
+        lo_t, hi_t = torch.aminmax(values)
+        lo, hi = float(lo_t), float(hi_t)
+    init = torch.linspace(lo, hi, free) if free > 1 else torch.tensor([(lo + hi) / 2])
+    centroids = init.double().numpy()
+    pinned = np.zeros(k, dtype=bool)
     if pin_zero:
-        centroids = torch.cat([centroids, torch.zeros(1)])
-    pinned = torch.zeros(k, dtype=torch.bool)
-    if pin_zero:
+        centroids = np.append(centroids, 0.0)
         pinned[-1] = True
+    index = torch.empty(n, dtype=torch.uint8 if k <= 256 else torch.int64)
+    counts, sums = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    if n <= HIST_BINS or hi <= lo:  # few values: they are their own histogram
+        x = np.sort(values.double().numpy())
+        centroids, pinned = _lloyd(centroids, pinned, np.ones(n), x, x, iters)
+        index[:] = torch.bucketize(values, _mids32(centroids))
+        _add_clusters(index, values, counts, sums)
+        return _update(centroids, pinned, counts, sums, index)
+    grid = _Grid(lo, hi)
+    bins, bin_counts = grid.histogram(values)
+    used = np.flatnonzero(bin_counts)
+    centres = grid.centres()[used]
+    centroids, pinned = _lloyd(centroids, pinned, bin_counts[used], bin_counts[used] * centres, centres, iters)
+    # the exact assignment: by table, then value by value near the midpoints
+    mids = _mids32(centroids)
+    table, near = grid.table(mids, index.dtype)
+    wide = torch.empty(min(n, CHUNK), dtype=torch.float64)
+    for start in range(0, n, CHUNK):
+        b, out, part = bins[start : start + CHUNK], index[start : start + CHUNK], values[start : start + CHUNK]
+        torch.index_select(table, 0, b, out=out)
+        close = torch.nonzero(near.index_select(0, b)).squeeze(1)
+        if close.numel():
+            out[close] = torch.bucketize(part[close], mids).to(index.dtype)
+        _add_clusters(out, part, counts, sums, wide)
+    return _update(centroids, pinned, counts, sums, index)
+
+
+def _add_clusters(index: torch.Tensor, values: torch.Tensor, counts: torch.Tensor, sums: torch.Tensor, wide: torch.Tensor | None = None) -> None:
+    """Add each cluster's count and sum (in float64) of these values (``wide``: a buffer)."""
+    k = len(counts)
+    wide = values.double() if wide is None else wide[: values.numel()].copy_(values)
+    counts += torch.bincount(index, minlength=k)[:k]
+    sums += torch.bincount(index, weights=wide, minlength=k)[:k]
+
+
+def _update(centroids: np.ndarray, pinned: np.ndarray, counts: torch.Tensor, sums: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each free centroid to its cluster's mean (an empty cluster keeps its centroid).
+
+    Means of clusters of sorted centroids stay sorted; should float rounding ever break
+    a tie the other way, the centroids are sorted and the index follows them.
+    """
+    c, s = counts.numpy(), sums.numpy()
+    new = np.where((c > 0) & ~pinned, s / np.maximum(c, 1), centroids).astype(np.float32)
+    order = np.argsort(new, kind="stable")
+    if np.any(order != np.arange(len(order))):
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        index = torch.from_numpy(rank.astype(np.int64))[index.long()].to(index.dtype)
+    return torch.from_numpy(new[order]), index
+
+
+def _lloyd(centroids: np.ndarray, pinned: np.ndarray, weight: np.ndarray, total: np.ndarray, points: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's iterations on sorted points of these weights (counts) and totals (sums).
+
+    A cluster is a run of sorted points, so its count and sum are differences of prefix
+    sums at the midpoints: an iteration costs O(k log points). Returns the centroids,
+    sorted, as float32 values (in float64), with their pinned flags.
+    """
+    order = np.argsort(centroids, kind="stable")  # sorted once: means of runs stay sorted
+    centroids, free = centroids[order], ~pinned[order]
+    cum = np.zeros((len(points) + 1, 2))
+    np.cumsum(weight, out=cum[1:, 0])
+    np.cumsum(total, out=cum[1:, 1])
+    edges = np.zeros(len(centroids) + 1, dtype=np.intp)
+    edges[-1] = len(points)
     for _ in range(iters):
-        order = torch.argsort(centroids)
-        centroids, pinned = centroids[order], pinned[order]
-        index = _assign(values, centroids)
-        counts = torch.bincount(index, minlength=k).to(torch.float32)
-        sums = torch.bincount(index, weights=values, minlength=k)
-        update = (counts > 0) & ~pinned
-        new = torch.where(update, sums / counts.clamp_min(1), centroids)
-        if torch.equal(new, centroids):
+        edges[1:-1] = np.searchsorted(points, (centroids[1:] + centroids[:-1]) / 2, side="right")
+        runs = np.diff(cum[edges], axis=0)  # each cluster's count and sum
+        new = np.where((runs[:, 0] > 0) & free, runs[:, 1] / np.maximum(runs[:, 0], 1e-300), centroids)
+        if np.array_equal(new, centroids):
             break
         centroids = new
-    order = torch.argsort(centroids)
-    centroids = centroids[order]
-    return centroids, _assign(values, centroids)
+    order = np.argsort(centroids, kind="stable")
+    return centroids[order].astype(np.float32).astype(np.float64), ~free[order]
 
 
-def _assign(values: torch.Tensor, sorted_centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid for each value, using the midpoints between sorted centroids."""
-    mids = (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
-    return torch.bucketize(values, mids)
+def _mids32(centroids: np.ndarray) -> torch.Tensor:
+    """Midpoints between sorted centroids, in float32 (the values' own precision)."""
+    c = torch.from_numpy(np.asarray(centroids, dtype=np.float32))
+    return (c[1:] + c[:-1]) / 2
+
+
+class _Grid:
+    """``HIST_BINS`` equal bins over ``[lo, hi]``."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, hi
+        self.width = (hi - lo) / HIST_BINS
+
+    def centres(self) -> np.ndarray:
+        return self.lo + self.width * (np.arange(HIST_BINS) + 0.5)
+
+    def histogram(self, values: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Each value's bin (int32), and each bin's count."""
+        n = values.numel()
+        bins = torch.empty(n, dtype=torch.int32)
+        counts = torch.zeros(HIST_BINS, dtype=torch.int64)
+        scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
+        for start in range(0, n, CHUNK):
+            part = values[start : start + CHUNK]
+            m = part.numel()
+            b = bins[start : start + m]
+            torch.sub(part, self.lo, out=scaled[:m])
+            scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
+            b.copy_(scaled[:m])  # truncates: floor, as the values are >= lo
+            b.clamp_(0, HIST_BINS - 1)
+            counts += torch.bincount(b, minlength=HIST_BINS)
+        return bins, counts.numpy().astype(np.float64)
+
+    def table(self, mids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per bin, its values' centroid when no midpoint comes near it, and which bins
+        hold a midpoint or touch one that does (float rounding may put a value one bin off)."""
+        m = mids.double().numpy()
+        table = np.searchsorted(m, self.centres(), side="left")  # how many midpoints lie below: bucketize
+        near = np.zeros(HIST_BINS + 2, dtype=bool)
+        at = np.clip(np.floor((m - self.lo) / self.width).astype(np.int64), -1, HIST_BINS) + 1
+        for shift in (-1, 0, 1):
+            near[np.clip(at + shift, 0, HIST_BINS + 1)] = True
+        return torch.from_numpy(table).to(dtype), torch.from_numpy(near[1:-1].copy())
+
+
+def shared_values(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``codebook[codes]`` as float32, gathered in chunks (codes may be uint8)."""
+    table = codebook.to(torch.float32).numpy()
+    flat_codes = codes.numpy().reshape(-1)
+    out = np.empty(flat_codes.shape, dtype=np.float32)
+    for start in range(0, len(flat_codes), CHUNK):
+        np.take(table, flat_codes[start : start + CHUNK], out=out[start : start + CHUNK], mode="clip")
+    return torch.from_numpy(out.reshape(codes.shape))

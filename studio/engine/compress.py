@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cluster import kmeans_1d
+from .cluster import kmeans_1d, shared_values
 from .encode import LayerSize, StreamSpec, encode_size
 from .plan import LayerSpec
 from .prune import prune_mask
@@ -24,7 +24,10 @@ from .quantize import UniformParams, choose_params, dequantize_codes, quantize_c
 class CompressedWeight:
     """The result of compressing one weight: tensors for the model, bytes for the report.
 
-    ``view`` tensors have shape (out_channels, fan_in): the channel axis first.
+    ``view`` tensors have shape (out_channels, fan_in): the channel axis first. Codes
+    are held in the smallest integer dtype (int8 or uint8 up to 8 bits), and so are
+    ``stream.symbols``, which share the codes' memory where they are equal (k-means
+    and asymmetric codes).
     """
 
     spec: LayerSpec
@@ -39,6 +42,30 @@ class CompressedWeight:
     stream: StreamSpec | None = None  # what the stored codes are, for writers
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of every tensor and array this result holds, each storage counted once.
+
+        ``float_view`` is counted too: it is often the caller's own tensor, but the
+        result keeps it alive.
+        """
+        held: list[torch.Tensor | np.ndarray | None] = [self.float_view, self.dequant_view, self.keep, self.codes, self.codebook]
+        if self.uniform is not None:
+            held += [self.uniform.scale, self.uniform.zero_point]
+        if self.stream is not None:
+            held += [self.stream.symbols, self.stream.zero_symbol]
+        storages: dict[tuple[str, int], int] = {}
+        for item in held:
+            if isinstance(item, torch.Tensor):
+                storage = item.untyped_storage()
+                key, size = ("torch", storage.data_ptr()), storage.nbytes()
+            elif isinstance(item, np.ndarray):
+                key, size = ("numpy", item.__array_interface__["data"][0]), item.nbytes
+            else:
+                continue
+            storages[key] = max(storages.get(key, 0), size)
+        return sum(storages.values())
+
+    @property
     def sparsity(self) -> float:
         return 0.0 if self.keep is None else 1.0 - float(self.keep.float().mean())
 
@@ -50,10 +77,19 @@ class CompressedWeight:
         return float(self.float_view[~self.keep].abs().max())
 
 
+def code_symbols(codes: torch.Tensor, qmin: int) -> torch.Tensor:
+    """``codes - qmin`` as uint8 symbols (0..2**bits - 1); the codes themselves when qmin is 0."""
+    if qmin == 0 and codes.dtype == torch.uint8:
+        return codes
+    if codes.dtype == torch.int8:  # two's complement: adding -qmin modulo 256 lands in 0..254
+        return codes.view(torch.uint8) + (-qmin)
+    return (codes.to(torch.int64) - qmin).to(torch.uint8)
+
+
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
     """Signal-to-quantization-noise ratio in dB; None when the approximation is exact."""
-    noise = float(((reference - approx) ** 2).sum())
-    signal = float((reference**2).sum())
+    noise = float(torch.sub(reference, approx).square_().sum())
+    signal = float(reference.square().sum())
     if noise == 0.0 or signal == 0.0:
         return None
     return 10.0 * math.log10(signal / noise)
@@ -95,12 +131,12 @@ def compress_view(
         codebook, index = kmeans_1d(values, k, pin_zero=keep is not None)
         if keep is not None:
             zero_code = int(torch.nonzero(codebook == 0)[0, 0])
-            codes = torch.full(view.shape, zero_code, dtype=torch.int64)
+            codes = torch.full(view.shape, zero_code, dtype=index.dtype)
             codes[keep] = index
         else:
             zero_code = 0
             codes = index.reshape(view.shape)
-        dequant = codebook[codes]
+        dequant = shared_values(codebook, codes)
         stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_code))
         scale_bytes = 4 * k
     else:
@@ -116,7 +152,7 @@ def compress_view(
             shape,
             width=spec.bits,
             alphabet=uniform.qmax - uniform.qmin + 1,
-            symbols=codes - uniform.qmin,
+            symbols=code_symbols(codes, uniform.qmin),
             zero_symbol=zero_per_row - uniform.qmin,
         )
         n_scales = uniform.scale.numel()

@@ -2,12 +2,14 @@
 
 A layer is stored as four parts:
 - codes:  the weight codes, bit-packed at their width or Huffman-coded (payload plus
-          a canonical table of one byte per alphabet symbol), whichever is smaller;
+          a canonical table of one byte per alphabet symbol and a block table of two
+          bytes per 4096 codes after the first 4096; see ``huffman``), whichever is smaller;
 - scales: scales and zero-points, or the k-means codebook;
 - index:  where the non-zero weights are, for a pruned layer stored sparse: the
           cheapest of a bitmask, a channel mask (structured pruning) and Deep
           Compression's relative index (gaps of r bits, with filler zeros stored
-          as extra codes when a gap overflows; r searched over 1..8 bits);
+          as extra codes when a gap overflows; r searched over 1..8 bits; the rules
+          are in ``relindex``, shared with the writer);
 - other:  the bias and anything else the layer keeps in float32.
 A pruned layer may also stay dense (codes for the zeros too) when that is cheaper.
 """
@@ -22,9 +24,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .bitstream import symbol_counts
 from .huffman import huffman_bytes
-
-MAX_GAP_BITS = 8
+from .relindex import MAX_GAP_BITS, SEGMENT, GapStats, gap_stats
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class LayerSize:
 class StreamSpec:
     """What is being stored: codes of ``width`` bits over an ``alphabet`` (None: raw floats).
 
-    ``symbols`` is the (rows, cols) array of non-negative code symbols and
-    ``zero_symbol[row]`` the symbol that decodes to exactly 0.0 in that row.
+    ``symbols`` is the (rows, cols) tensor of non-negative code symbols (uint8 for
+    alphabets up to 256) and ``zero_symbol[row]`` the symbol that decodes to exactly
+    0.0 in that row.
     """
 
     shape: tuple[int, int]
@@ -71,9 +74,17 @@ class StreamSpec:
 
 def stream_bytes(symbols: np.ndarray | None, count: int, width: int, alphabet: int | None, huffman: bool) -> tuple[int, str]:
     """Cheaper of bit-packing and Huffman coding for ``count`` symbols."""
-    packed = math.ceil(count * width / 8)
+    counts = None
     if huffman and alphabet is not None and symbols is not None and count > 0:
-        coded = huffman_bytes(np.bincount(symbols, minlength=alphabet))
+        counts = symbol_counts(symbols, alphabet)
+    return counted_stream_bytes(counts, count, width, alphabet, huffman)
+
+
+def counted_stream_bytes(counts: np.ndarray | None, count: int, width: int, alphabet: int | None, huffman: bool) -> tuple[int, str]:
+    """``stream_bytes`` from the symbols' counts (None when Huffman is not an option)."""
+    packed = math.ceil(count * width / 8)
+    if huffman and alphabet is not None and counts is not None and count > 0:
+        coded = huffman_bytes(counts)
         if coded < packed:
             return coded, "huffman"
     return packed, "packed" if alphabet is not None else f"float{width}"
@@ -92,55 +103,60 @@ class _Candidate:
         return self.codes + self.index
 
 
-def _relative(stream: StreamSpec, keep_flat: np.ndarray, sym_flat: np.ndarray | None, cols: int, huffman: bool, r: int) -> _Candidate:
-    """Deep Compression's relative index with ``r``-bit gaps and filler zeros."""
-    pos = np.flatnonzero(keep_flat)
-    prev = np.concatenate([[-1], pos[:-1]])
-    gaps = pos - prev - 1
+def _relative(stream: StreamSpec, stats: GapStats, kept_counts: np.ndarray | None, huffman: bool, r: int) -> _Candidate:
+    """Deep Compression's relative index with ``r``-bit gaps and filler zeros (see ``relindex``)."""
     span = 1 << r
-    fillers = gaps >> r
-    n_fill = int(fillers.sum())
-    gap_symbols = np.concatenate([gaps & (span - 1), np.full(n_fill, span - 1)])
-    index, index_enc = stream_bytes(gap_symbols, len(gap_symbols), r, span, huffman)
-    code_symbols = None
-    if sym_flat is not None and stream.zero_symbol is not None:
-        starts = np.repeat(prev, fillers)
-        step = np.arange(n_fill) - np.repeat(np.cumsum(fillers) - fillers, fillers) + 1
-        filler_rows = (starts + step * span) // cols
-        code_symbols = np.concatenate([sym_flat[pos], stream.zero_symbol[filler_rows]])
-    codes, codes_enc = stream_bytes(code_symbols, len(pos) + n_fill, stream.width, stream.alphabet, huffman)
+    n_fill = stats.fillers(r)
+    entries = stats.kept + n_fill
+    index, index_enc = counted_stream_bytes(stats.gap_counts(r) if huffman else None, entries, r, span, huffman)
+    code_counts = None
+    if kept_counts is not None:
+        code_counts = kept_counts.copy()
+        if stats.fill_rows is None:  # every row's zero has the same code
+            code_counts[int(stream.zero_symbol[0])] += n_fill
+        else:
+            code_counts += np.bincount(stream.zero_symbol, weights=stats.fill_rows[r], minlength=stream.alphabet).astype(np.int64)
+    codes, codes_enc = counted_stream_bytes(code_counts, entries, stream.width, stream.alphabet, huffman)
     index_name = f"relative-{r}bit" + ("+huffman" if index_enc == "huffman" else "")
-    return _Candidate(codes, index, codes_enc, index_name, len(pos) + n_fill)
+    return _Candidate(codes, index, codes_enc, index_name, entries)
+
+
+def _counts(symbols: torch.Tensor, keep: torch.Tensor | None, alphabet: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """How often each symbol occurs, in all weights and in the kept ones: one pass that
+    counts ``symbol + alphabet * kept``."""
+    flat = symbols.reshape(-1)
+    if keep is None:
+        return symbol_counts(flat.numpy(), alphabet), None
+    keep_flat = keep.reshape(-1)
+    joint = torch.zeros(2 * alphabet, dtype=torch.int64)
+    for start in range(0, flat.numel(), SEGMENT):
+        key = flat[start : start + SEGMENT].to(torch.int16)
+        key += keep_flat[start : start + SEGMENT].to(torch.int16) * alphabet
+        joint += torch.bincount(key, minlength=2 * alphabet)
+    kept = joint[alphabet:].numpy()
+    return joint[:alphabet].numpy() + kept, kept.copy()
 
 
 def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool, scale_bytes: int, other_bytes: int) -> LayerSize:
     """The cheapest honest encoding of a (possibly pruned) weight, as a LayerSize."""
-    sym = stream.symbols.numpy().astype(np.int64) if stream.symbols is not None else None
     rows, cols = stream.shape
     numel = rows * cols
-    sym_flat = sym.reshape(-1) if sym is not None else None
-
-    def dense() -> _Candidate:
-        codes, enc = stream_bytes(sym_flat, numel, stream.width, stream.alphabet, huffman)
-        return _Candidate(codes, 0, enc, "dense", numel)
-
-    if keep is None:
-        best = dense()
-        return LayerSize(best.codes, scale_bytes, 0, other_bytes, best.codes_encoding, best.index_encoding, best.entries)
-
-    keep_np = keep.numpy()
-    keep_flat = keep_np.reshape(-1)
-    kept_syms = sym_flat[keep_flat] if sym_flat is not None else None
-    n_kept = int(keep_flat.sum())
-    candidates = [dense()]
-    rows_all_or_none = bool(np.all(keep_np.all(axis=1) | ~keep_np.any(axis=1)))
-    if rows_all_or_none:
-        codes, enc = stream_bytes(kept_syms, n_kept, stream.width, stream.alphabet, huffman)
-        candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask", n_kept))
-    codes, enc = stream_bytes(kept_syms, n_kept, stream.width, stream.alphabet, huffman)
-    candidates.append(_Candidate(codes, math.ceil(numel / 8), enc, "bitmask", n_kept))
-    if stream.zero_symbol is not None or stream.alphabet is None:
-        for r in range(1, MAX_GAP_BITS + 1):
-            candidates.append(_relative(stream, keep_flat, sym_flat, cols, huffman, r))
+    coded = huffman and stream.alphabet is not None and stream.symbols is not None
+    all_counts, kept_counts = _counts(stream.symbols, keep, stream.alphabet) if coded else (None, None)
+    codes, enc = counted_stream_bytes(all_counts, numel, stream.width, stream.alphabet, huffman)
+    candidates = [_Candidate(codes, 0, enc, "dense", numel)]
+    if keep is not None:
+        keep_np = keep.numpy()
+        keep_flat = keep_np.reshape(-1)
+        n_kept = int(np.count_nonzero(keep_flat))
+        codes, enc = counted_stream_bytes(kept_counts, n_kept, stream.width, stream.alphabet, huffman)
+        if bool(np.all(keep_np.all(axis=1) | ~keep_np.any(axis=1))):
+            candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask", n_kept))
+        candidates.append(_Candidate(codes, math.ceil(numel / 8), enc, "bitmask", n_kept))
+        if stream.zero_symbol is not None or stream.alphabet is None:
+            per_row = coded and len(np.unique(stream.zero_symbol)) > 1
+            stats = gap_stats(keep_flat, cols, rows if per_row else None)
+            for r in range(1, MAX_GAP_BITS + 1):
+                candidates.append(_relative(stream, stats, kept_counts, huffman, r))
     best = min(candidates, key=lambda c: c.total)
     return LayerSize(best.codes, scale_bytes, best.index, other_bytes, best.codes_encoding, best.index_encoding, best.entries)

@@ -4,6 +4,7 @@ from torch import nn
 
 from studio.engine import LayerSpec, Plan, Session
 from studio.engine.encode import StreamSpec, _relative
+from studio.engine.relindex import gap_stats, relative_entries
 from studio.engine.huffman import code_lengths, huffman_bytes
 
 
@@ -42,12 +43,14 @@ def test_small_pruned_layer_counted_by_hand():
 def test_relative_index_inserts_filler_zeros_when_a_gap_overflows():
     keep = np.zeros(12, dtype=bool)
     keep[[0, 10]] = True
-    symbols = np.full(12, 3, dtype=np.int64)
+    symbols = np.full(12, 3, dtype=np.uint8)
     stream = StreamSpec((1, 12), width=4, alphabet=16, symbols=torch.from_numpy(symbols.reshape(1, 12)), zero_symbol=np.array([0]))
-    cand = _relative(stream, keep, symbols, 12, huffman=False, r=2)
+    cand = _relative(stream, gap_stats(keep, 12), None, huffman=False, r=2)
     # gap 9 with 2-bit gaps (max 3): fillers at 4 and 8, then a gap of 1 -> 4 entries
     assert cand.index == 1  # 4 gaps x 2 bits
     assert cand.codes == 2  # 4 codes x 4 bits
+    (entries, gaps), = relative_entries(keep, 2)
+    assert entries.tolist() == [0, 4, 8, 10] and gaps.tolist() == [0, 3, 3, 1]
 
 
 def test_huffman_code_lengths_and_table_are_counted():

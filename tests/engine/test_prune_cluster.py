@@ -43,7 +43,8 @@ def test_kmeans_linear_init_finds_clusters():
     values = torch.cat([torch.full((50,), -1.0), torch.full((30,), 0.5), torch.full((20,), 2.0)])
     centroids, index = kmeans_1d(values, 3)
     assert torch.allclose(centroids, torch.tensor([-1.0, 0.5, 2.0]))
-    assert torch.equal(centroids[index], values)
+    assert index.dtype == torch.uint8  # index with .long(): torch reads a uint8 index as a mask
+    assert torch.equal(centroids[index.long()], values)
 
 
 def test_kmeans_pinned_zero_stays_zero():

@@ -73,3 +73,39 @@ def test_custom_architecture_needs_arch(tmp_path, tiny):
     loaded = studio.load_compressed(path, arch=model)
     with torch.no_grad():
         assert torch.equal(loaded(data[0]), session.compressed_model(plan)(data[0]))
+
+
+def _wide_model(seed: int) -> tuple[torch.nn.Module, tuple[torch.Tensor, None]]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(600, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10)).eval()
+    return model, (torch.randn(16, 600), None)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LayerSpec(bits=4, prune=0.97, symmetric=False),  # wide gaps, a zero code per row
+        LayerSpec(bits=3, prune=0.99),  # gaps of hundreds: filler zeros
+        LayerSpec(bits=5, prune=0.9, cluster=True),
+        LayerSpec(bits=None, prune=0.98),  # float values, relative index
+        LayerSpec(bits=8, prune=0.3),  # > 131072 Huffman codes: the block-parallel decoder
+        LayerSpec(bits=6, granularity="tensor", symmetric=False, clip="mse"),
+    ],
+)
+def test_pruned_layers_with_wide_gaps_are_the_reported_size(tmp_path, spec):
+    model, data = _wide_model(0)
+    with torch.no_grad():  # whole empty stretches: gaps of thousands
+        model[0].weight[:, :200] = 0.0
+        model[0].weight[100:180] = 0.0
+    session = studio.Session(model, data)
+    plan = Plan(default=spec)
+    report = session.size(plan)
+    first = report.layers["0"].size
+    if spec.prune >= 0.9:
+        assert first.index_encoding.startswith("relative-")
+    path = session.export(plan, tmp_path / "w.studio", format="studio")
+    assert os.path.getsize(path) == report.size_bytes
+    loaded = studio.load_compressed(path, arch=_wide_model(1)[0])
+    with torch.no_grad():
+        assert torch.equal(loaded[0].weight, session.compressed_model(plan)[0].weight)
+        assert torch.equal(loaded(data[0]), session.compressed_model(plan)(data[0]))

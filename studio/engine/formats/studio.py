@@ -4,8 +4,9 @@ Layout: ``STUDIOC1`` (8 bytes), the header's length (4 bytes, little endian), th
 header (zlib-compressed JSON: the plan, BatchNorm folds, per layer its shape and the
 encodings and byte lengths of its four parts, and the other tensors' names and
 dtypes), then the payload. Per layer the payload holds, in order:
-- codes:  bit-packed codes, or a canonical Huffman table (one length byte per symbol)
-          and the coded bits; raw float16/float32 values for float layers;
+- codes:  bit-packed codes, or a canonical Huffman table (one length byte per symbol),
+          a block table (two bytes per 4096 codes after the first 4096) and the coded
+          bits (see ``huffman``); raw float16/float32 values for float layers;
 - scales: float32 scales and uint8 zero-points, or the float32 codebook; then the
           activations' float32 scales and zero-points (uint8, or int16 for 16 bits);
 - index:  nothing (dense), a bitmask, a channel mask, or a relative index of r-bit
@@ -35,10 +36,11 @@ from ..encode import LayerSize
 from ..errors import StudioError
 from ..layers import LayerKind, weight_key
 from ..plan import Plan
+from ..relindex import relative_entries
 from .base import Format, Measured, RunContext, measure_torch, register_format
 
 MAGIC = b"STUDIOC1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Huffman streams carry a block table and codes of at most 16 bits
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8, torch.uint8, torch.bool)}
 
 
@@ -64,43 +66,36 @@ def container_bytes(compiled: CompressedModel) -> int:
 
 
 # -- writing ------------------------------------------------------------------------
-def _stream(symbols: np.ndarray | None, values: np.ndarray | None, result: CompressedWeight, encoding: str) -> bytes:
-    stream = result.stream
+def _stream(stored: np.ndarray, result: CompressedWeight, encoding: str) -> bytes:
+    """The codes part: the stored entries' symbols packed or Huffman-coded, or raw float values."""
     if encoding.startswith("float"):
-        return values.astype(np.float16 if encoding == "float16" else np.float32).tobytes()
+        return stored.astype(np.float16 if encoding == "float16" else np.float32, copy=False).tobytes()
     if encoding == "huffman":
-        return huffman_encode(symbols, stream.alphabet)
-    return pack(symbols, stream.width)
+        return huffman_encode(stored, result.stream.alphabet)
+    return pack(stored, result.stream.width)
 
 
-def _positions(result: CompressedWeight, index_encoding: str) -> tuple[np.ndarray, bytes, int]:
-    """Flat positions of the stored entries, the index bytes, and how many are filler zeros."""
-    numel = result.float_view.numel()
+def _positions(flat: np.ndarray, result: CompressedWeight, index_encoding: str) -> tuple[np.ndarray, bytes, int]:
+    """The stored entries of ``flat`` (the weight's symbols or values), the index bytes,
+    and how many entries are filler zeros."""
     if index_encoding == "dense":
-        return np.arange(numel), b"", 0
+        return flat, b"", 0
     keep = result.keep.numpy()
     if index_encoding == "bitmask":
-        return np.flatnonzero(keep.reshape(-1)), np.packbits(keep.reshape(-1)).tobytes(), 0
+        return flat[keep.reshape(-1)], np.packbits(keep.reshape(-1)).tobytes(), 0
     if index_encoding == "channel-mask":
         rows = keep.all(axis=1)
-        return np.flatnonzero(np.repeat(rows, keep.shape[1])), np.packbits(rows).tobytes(), 0
+        return flat.reshape(keep.shape)[rows].reshape(-1), np.packbits(rows).tobytes(), 0
     match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", index_encoding)
     r, coded = int(match.group(1)), bool(match.group(2))
-    pos = np.flatnonzero(keep.reshape(-1))
-    prev = np.concatenate([[-1], pos[:-1]])
-    gaps = pos - prev - 1
-    span = 1 << r
-    fillers = gaps >> r
-    entries, gap_symbols = [], []
-    for p, q, g, f in zip(pos.tolist(), prev.tolist(), gaps.tolist(), fillers.tolist()):
-        for j in range(1, f + 1):
-            entries.append(q + j * span)
-            gap_symbols.append(span - 1)
-        entries.append(p)
-        gap_symbols.append(g & (span - 1))
-    gap_arr = np.asarray(gap_symbols, dtype=np.int64)
-    index = huffman_encode(gap_arr, span) if coded else pack(gap_arr, r)
-    return np.asarray(entries, dtype=np.int64), index, int(fillers.sum())
+    stored, gaps = [], []
+    for entries, gap_symbols in relative_entries(keep.reshape(-1), r):
+        stored.append(flat[entries])
+        gaps.append(gap_symbols)
+    stored_all = np.concatenate(stored) if stored else flat[:0]
+    gap_all = np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.uint8)
+    index = huffman_encode(gap_all, 1 << r) if coded else pack(gap_all, r)
+    return stored_all, index, len(stored_all) - int(keep.sum())
 
 
 def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQParams | None] | None, kind: LayerKind) -> bytes:
@@ -128,10 +123,9 @@ def write(compiled: CompressedModel) -> bytes:
     blobs += [len(head).to_bytes(4, "little"), head]
     for info in compiled.layers:
         r = compiled.weights[info.name]
-        positions, index, _ = _positions(r, r.size.index_encoding)
-        symbols = None if r.stream.symbols is None else r.stream.symbols.numpy().reshape(-1).astype(np.int64)
-        values = r.dequant_view.numpy().reshape(-1)
-        codes = _stream(None if symbols is None else symbols[positions], values[positions], r, r.size.codes_encoding)
+        flat = (r.dequant_view if r.stream.symbols is None else r.stream.symbols).numpy().reshape(-1)
+        stored, index, _ = _positions(flat, r, r.size.index_encoding)
+        codes = _stream(stored, r, r.size.codes_encoding)
         scales = _scales_blob(r, compiled.acts.get(info.name), info.layer_kind)
         bias = compiled.biases.get(info.name)
         other = b"" if bias is None else bias.detach().cpu().contiguous().numpy().tobytes()
@@ -215,42 +209,26 @@ def read(data: bytes, embedding_layers: set[str] | None = None) -> Decoded:
 
 def _decode_layer(spec: Any, rows: int, cols: int, codes_enc: str, index_enc: str, entries: int, codes_b: bytes, scales_b: bytes, index_b: bytes):  # noqa: ANN202
     numel = rows * cols
-    # where the stored entries go
-    if index_enc == "dense":
-        positions = np.arange(numel)
-    elif index_enc == "bitmask":
-        positions = np.flatnonzero(np.unpackbits(np.frombuffer(index_b, dtype=np.uint8))[:numel])
-    elif index_enc == "channel-mask":
-        kept_rows = np.unpackbits(np.frombuffer(index_b, dtype=np.uint8))[:rows].astype(bool)
-        positions = np.flatnonzero(np.repeat(kept_rows, cols))
-    else:
-        match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", index_enc)
-        r = int(match.group(1))
-        gaps = huffman_decode(index_b, 1 << r, entries) if match.group(2) else unpack(index_b, r, entries)
-        positions = np.cumsum(gaps + 1) - 1
-    scales = np.frombuffer(scales_b, dtype=np.uint8)
     offset = 0
     if spec.bits is None or spec.bits == 16:
         dtype = np.float16 if codes_enc == "float16" else np.float32
         values = np.frombuffer(codes_b, dtype=dtype).astype(np.float32)
         flat = np.zeros(numel, dtype=np.float32)
-        flat[positions] = values
+        _scatter(flat, values, index_enc, index_b, rows, cols, entries)
         view = torch.from_numpy(flat).reshape(rows, cols)
     else:
         if spec.cluster:
-            alphabet, zero_symbols = 2**spec.bits, None
+            alphabet = 2**spec.bits
         else:
             qmin, qmax = (-(2 ** (spec.bits - 1) - 1), 2 ** (spec.bits - 1) - 1) if spec.symmetric else (0, 2**spec.bits - 1)
             alphabet = qmax - qmin + 1
         symbols = huffman_decode(codes_b, alphabet, entries) if codes_enc == "huffman" else unpack(codes_b, spec.bits, entries)
         if spec.cluster:
-            k = 2**spec.bits
-            codebook = torch.from_numpy(np.frombuffer(scales_b[: 4 * k], dtype=np.float32).copy())
-            offset = 4 * k
+            codebook = torch.from_numpy(np.frombuffer(scales_b[: 4 * alphabet], dtype=np.float32).copy())
+            offset = 4 * alphabet
             zero = int(torch.nonzero(codebook == 0)[0, 0]) if bool((codebook == 0).any()) else 0
-            full = np.full(numel, zero, dtype=np.int64)
-            full[positions] = symbols
-            view = codebook[torch.from_numpy(full)].reshape(rows, cols)
+            table = codebook.numpy().reshape(1, alphabet)  # value of each symbol
+            zero_rows = np.full(rows, zero)
         else:
             n_scales = rows if spec.granularity == "channel" else 1
             scale = torch.from_numpy(np.frombuffer(scales_b[: 4 * n_scales], dtype=np.float32).copy())
@@ -258,13 +236,19 @@ def _decode_layer(spec: Any, rows: int, cols: int, codes_enc: str, index_enc: st
             if spec.symmetric:
                 zp = torch.zeros(n_scales, dtype=torch.int64)
             else:
-                zp = torch.from_numpy(scales[offset : offset + n_scales].astype(np.int64))
+                zp = torch.from_numpy(np.frombuffer(scales_b, dtype=np.uint8, count=n_scales, offset=offset).astype(np.int64))
                 offset += n_scales
-            zero_rows = (zp - qmin).numpy() if n_scales > 1 else np.full(rows, int(zp[0]) - qmin)
-            full = np.repeat(zero_rows, cols).astype(np.int64)
-            full[positions] = symbols
-            codes = torch.from_numpy(full + qmin).reshape(n_scales, -1)
-            view = ((codes - zp.unsqueeze(1)).to(torch.float32) * scale.unsqueeze(1)).reshape(rows, cols)
+            # the value of every symbol in every row, by the engine's formula: (code - zp) * scale
+            levels = torch.arange(qmin, qmax + 1, dtype=torch.int64)
+            table = ((levels.unsqueeze(0) - zp.unsqueeze(1)).to(torch.float32) * scale.unsqueeze(1)).numpy()
+            zero_rows = np.broadcast_to((zp - qmin).numpy(), (rows,)) if n_scales == 1 else (zp - qmin).numpy()
+        if index_enc == "dense":
+            full = symbols
+        else:
+            full = np.empty(numel, dtype=symbols.dtype)
+            full.reshape(rows, cols)[:] = zero_rows.astype(symbols.dtype).reshape(rows, 1)
+            _scatter(full, symbols, index_enc, index_b, rows, cols, entries)
+        view = torch.from_numpy(_lookup(table, full.reshape(rows, cols)))
     act_pair, single = None, False
     if spec.act_bits:
         width = 1 if spec.act_bits == 8 else 2
@@ -280,6 +264,49 @@ def _decode_layer(spec: Any, rows: int, cols: int, codes_enc: str, index_enc: st
         single = len(params) == 1
         act_pair = (None, params[0]) if single else (params[0], params[1])
     return view, act_pair, single
+
+
+CHUNK = 1 << 20  # weights decoded at a time
+
+
+def _scatter(flat: np.ndarray, stored: np.ndarray, index_enc: str, index_b: bytes, rows: int, cols: int, entries: int) -> None:
+    """Put the stored entries where the index says (``flat`` already holds the zeros)."""
+    numel = rows * cols
+    if index_enc == "dense":
+        flat[:] = stored
+    elif index_enc == "bitmask":
+        flat[np.unpackbits(np.frombuffer(index_b, dtype=np.uint8), count=numel).view(bool)] = stored
+    elif index_enc == "channel-mask":
+        kept_rows = np.unpackbits(np.frombuffer(index_b, dtype=np.uint8), count=rows).view(bool)
+        flat.reshape(rows, cols)[kept_rows] = stored.reshape(-1, cols)
+    else:
+        match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", index_enc)
+        r = int(match.group(1))
+        gaps = huffman_decode(index_b, 1 << r, entries) if match.group(2) else unpack(index_b, r, entries)
+        last = -1
+        for start in range(0, entries, CHUNK):  # each entry sits its gap + 1 after the previous one
+            step = gaps[start : start + CHUNK].astype(np.int64) + 1
+            positions = np.cumsum(step) + last
+            if len(positions) and positions[-1] >= numel:
+                raise StudioError("the studio file's relative index is damaged; export the model again")
+            flat[positions] = stored[start : start + CHUNK]
+            last = int(positions[-1]) if len(positions) else last
+
+
+def _lookup(table: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """``table[row, symbols[row, col]]`` (one table row for all when ``table`` has one), in chunks."""
+    rows, cols = symbols.shape
+    out = np.empty((rows, cols), dtype=np.float32)
+    if table.shape[0] == 1:
+        flat_in, flat_out = symbols.reshape(-1), out.reshape(-1)
+        for start in range(0, rows * cols, CHUNK):
+            np.take(table[0], flat_in[start : start + CHUNK], out=flat_out[start : start + CHUNK], mode="clip")
+        return out
+    step = max(1, CHUNK // max(cols, 1))
+    for r0 in range(0, rows, step):
+        idx = symbols[r0 : r0 + step].astype(np.intp)
+        out[r0 : r0 + step] = np.take_along_axis(table[r0 : r0 + step], idx, axis=1)
+    return out
 
 
 def read_plan(data: bytes) -> Plan:
