@@ -26,6 +26,15 @@ from studio.engine.sensitivity import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small passes: one intra-op thread is faster on a shared machine (and leaves the results alone)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def probe_plan(table: SensitivityTable, entry: SensitivityEntry) -> Plan:
     return table.base.with_layer(entry.layer, entry.spec)
 
@@ -218,13 +227,28 @@ def test_an_executor_gives_the_local_table(tiny, pool):
     assert calls[-1] == (7, 7)
 
 
+def start_ray(ray, attempts: int = 2) -> None:
+    """A local two-CPU Ray node whose workers import the studio under test. Ray's raylet waits a
+    fixed 30 s for its metrics agent; on an overloaded machine that start can time out, so try twice."""
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its node does not start
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                if "timed out during startup" in str(exc):
+                    pytest.skip(f"Ray's local node did not start on this machine: {exc}")
+                raise
+
+
+@pytest.mark.slow
 def test_ray_fans_out_the_probes(tiny):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'compression-studio[ray]')")
     model, data = tiny
     session = Session(model, data)
     local = sensitivity(session, bits=(2, 4), prune=(0.5,))
-    # workers import the studio under test, whatever the installed one
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    start_ray(ray)
     try:
         fanned = sensitivity(session, bits=(2, 4), prune=(0.5,), executor="ray")
     finally:
