@@ -88,9 +88,9 @@ def _measure_chunk(recipe: SessionRecipe, base: dict[str, Any], layers: list[str
     start = time.perf_counter()
     session = recipe.build()
     built = time.perf_counter() - start
-    metric, size, entries = measure_layers(session, Plan.from_dict(base), layers, [Setting.from_dict(s) for s in settings])
+    metric, size, entries, forward_s = measure_layers(session, Plan.from_dict(base), layers, [Setting.from_dict(s) for s in settings])
     return {
-        "base_metric": metric, "base_size": size, "entries": [e.to_dict() for e in entries],
+        "base_metric": metric, "base_size": size, "entries": [e.to_dict() for e in entries], "forward_s": forward_s,
         "build_s": built, "seconds": time.perf_counter() - start, "pid": os.getpid(),
     }
 
@@ -99,7 +99,7 @@ def _workers(executor: Any) -> int:
     if executor == "ray":
         import ray
 
-        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
     return max(1, int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1))
 
 
@@ -121,7 +121,7 @@ def measure_distributed(
     executor: Any,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> tuple[float, int, list[SensitivityEntry]]:
+) -> tuple[float, int, list[SensitivityEntry], float]:
     """``measure_layers`` fanned out over ``executor`` (a concurrent.futures.Executor or "ray")."""
     if executor != "ray" and not isinstance(executor, cf.Executor):
         raise StudioError(f"executor must be None, 'local', 'ray' or a concurrent.futures.Executor; got {executor!r}")
@@ -174,4 +174,4 @@ def measure_distributed(
     if len(metrics) > 1:
         raise StudioError(f"the workers measured different base metrics {sorted(metrics)}; the model is not deterministic across processes")
     entries = [SensitivityEntry.from_dict(e) for r in results for e in r["entries"]]
-    return results[0]["base_metric"], results[0]["base_size"], entries
+    return results[0]["base_metric"], results[0]["base_size"], entries, float(sum(r["forward_s"] for r in results))

@@ -120,7 +120,7 @@ def fisher_diagonal(
             loss = _loss(kind, logits, targets, generator)
             if not loss.requires_grad:
                 raise StudioError("the model's output does not depend on its compressible weights, so no Fisher proxy can be estimated")
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
         for name, weight in weights.items():
             if weight.grad is not None:
                 sums[name] += m * weight.grad.detach().float() ** 2

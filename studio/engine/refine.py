@@ -63,8 +63,34 @@ class Refiner:
         return self.budget.target_bytes is None or self.size(plan) <= self.budget.target_bytes
 
     def passes(self, plan: Plan) -> bool:
+        """Within the budget, by the plan's measured drop and by the drop its KL predicts."""
         report = self.done[plan][0]
-        return self.budget.accepts(-(report.delta or 0.0), report.delta_stderr, self.size(plan))
+        drop = -(report.delta or 0.0)
+        if not self.budget.accepts(drop, report.delta_stderr, self.size(plan)):
+            return False
+        return self.budget.max_drop is None or self.smoothed_drop(plan) <= self.budget.max_drop + 1e-12
+
+    def smoothed_drop(self, plan: Plan) -> float:
+        """The drop of ``plan`` as a non-decreasing function of its measured KL, fitted to every
+        evaluated candidate (isotonic regression): a plan that measured a lucky low drop for its
+        KL is judged with its neighbours."""
+        points = sorted((self.kl(p), -(self.done[p][0].delta or 0.0), p) for p in self.done)
+        blocks: list[list[Any]] = []  # [sum, count, plans]
+        for _, drop, p in points:
+            blocks.append([drop, 1, [p]])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+                last = blocks.pop()
+                blocks[-1][0] += last[0]
+                blocks[-1][1] += last[1]
+                blocks[-1][2] += last[2]
+        for total, count, plans in blocks:
+            if plan in plans:
+                return float(total / count)
+        raise KeyError(plan)
+
+    def kl(self, plan: Plan) -> float:
+        fidelity = self.done[plan][0].fidelity
+        return float(fidelity.kl) if fidelity is not None else 0.0
 
     @property
     def left(self) -> int:
@@ -79,6 +105,9 @@ class Refiner:
                 self.progress(len(self.done), self.evaluations)
         return self.done[plan][0]
 
+    def metric(self, plan: Plan) -> float:
+        return float(self.done[plan][0].metric or 0.0)
+
     def choice_of(self, plan: Plan) -> list[int]:
         return [self.options.options.index(plan.spec_for(name)) for name in self.options.names]
 
@@ -92,7 +121,7 @@ class Refiner:
         return self._smallest_within_drop(fitting)
 
     def _best(self) -> Plan:
-        return max(self.done, key=lambda p: (self.done[p][0].metric, -self.size(p)))
+        return max(self.done, key=lambda p: (self.metric(p), -self.size(p)))
 
     def _best_within_size(self, fitting: list[FrontierPoint]) -> Plan:
         for point in reversed(fitting[-max(1, min(4, self.evaluations // 2)) :]):
@@ -102,7 +131,8 @@ class Refiner:
             move = self._next_move(choice, smaller=False)
             if move is None:
                 break
-            if self.evaluate(move, "refine").metric > self.done[self.plan(choice)][0].metric:
+            self.evaluate(move, "refine")
+            if self.metric(self.plan(move)) > self.metric(self.plan(choice)):
                 choice = move
         return self._best()
 
@@ -138,7 +168,7 @@ class Refiner:
             self.evaluate(move, "refine")
             if self.passes(self.plan(move)):
                 choice = move
-        return min((p for p in self.done if self.passes(p)), key=lambda p: (self.size(p), -self.done[p][0].metric))
+        return min((p for p in self.done if self.passes(p)), key=lambda p: (self.size(p), -self.metric(p)))
 
     def _next_move(self, choice: Sequence[int], smaller: bool, tried: set[tuple[int, ...]] | None = None) -> list[int] | None:
         """The best untried one-layer move: the least damage added per byte saved (smaller),

@@ -4,14 +4,23 @@
 (post-training, no activation quantization):
 
 1. compress every layer with every option of the search space (bits, prune ratios,
-   uniform or k-means; or float) for its exact bytes (cached by the session);
+   uniform or k-means, granularity, clipping; or float) for its exact bytes (cached by
+   the session);
 2. measure the sensitivity table (one layer changed at a time, incrementally) and take
    the Fisher proxy from a few backward passes; a layer's damage for an option is the
    KL to the float model that its probe measured, or, for options not probed (such as
-   bits and pruning together), the proxy scaled to that layer's measured KLs;
-3. a knapsack over those damages gives the least-damage plan for every size budget;
-4. measured refinement: a bisection along that front for the drop budget, then greedy
-   one-layer moves, each evaluated (incrementally when one layer changes).
+   bits and pruning together), the proxy scaled to that layer's measured KLs; then the
+   options on each layer's lower convex hull of (bytes, damage) are measured too
+   (``damage.py``);
+3. a knapsack over those damages gives the least-damage plan for every size budget
+   (``knapsack.py``);
+4. measured refinement (``refine.py``): for a drop budget, a bisection along that front,
+   then greedy one-layer moves; for a size budget, the best fitting points and one-layer
+   upgrades; each candidate evaluated (incrementally when one layer changes).
+
+The plans are chosen on the eval set that measures them, so the chosen plan's drop is
+a slightly optimistic estimate (it was picked among noisy measurements); a held-out
+split measures it without that bias (``benchmarks/bench_guidance.py`` does).
 
 Every evaluated candidate is returned with its size, metric, delta and paired standard
 error; ``pareto`` marks those no other candidate beats on both size and metric. A
@@ -266,11 +275,11 @@ def search(
     plans = list(refiner.done)
     sizes = [refiner.size(p) for p in plans]
     reports = [refiner.done[p][0] for p in plans]
-    front = _pareto([(s, r.metric) for s, r in zip(sizes, reports)])
+    front = _pareto([(s, refiner.metric(p)) for s, p in zip(sizes, plans)])
     candidates = tuple(
         SearchCandidate(
-            plan=p, size_bytes=s, compression_ratio=session.float_size_bytes / s, metric=r.metric,
-            delta=r.delta, delta_stderr=r.delta_stderr, estimated_damage=refiner.done[p][1],
+            plan=p, size_bytes=s, compression_ratio=session.float_size_bytes / s, metric=refiner.metric(p),
+            delta=refiner.metric(p) - session.baseline_metric, delta_stderr=r.delta_stderr, estimated_damage=refiner.done[p][1],
             kl=None if r.fidelity is None else r.fidelity.kl,
             budget=budget.status(-(r.delta or 0.0), r.delta_stderr, s), pareto=f, step=refiner.done[p][2],
         )

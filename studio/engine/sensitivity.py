@@ -133,6 +133,7 @@ class SensitivityTable:
     entries: tuple[SensitivityEntry, ...]
     seconds: float
     forward_passes: float | None = None  # probes' computed module calls / calls of a full pass (measured mode)
+    forward_seconds: float | None = None  # the probes' time running the model (measured mode)
     proxy_loss: str | None = None  # proxy mode: the loss the Fisher was taken of
 
     def entry(self, layer: str, setting: str) -> SensitivityEntry:
@@ -177,6 +178,7 @@ class SensitivityTable:
             "entries": [e.to_dict() for e in self.entries],
             "seconds": self.seconds,
             "forward_passes": self.forward_passes,
+            "forward_seconds": self.forward_seconds,
             "proxy_loss": self.proxy_loss,
         }
 
@@ -253,11 +255,13 @@ class _Prober:
         self.base_flags = None
         if not self.float_base and self.base_report.delta_stderr is not None:
             self.base_flags = _flags(session, session.outputs(base, cancel=cancel), self.reference)
+        self.forward_seconds = 0.0
 
     def probe(self, layer: str, setting: Setting) -> SensitivityEntry:
         spec = setting.apply(self.base.spec_for(layer))
         plan = self.base.with_layer(layer, spec)
         rep = self.session.evaluate(plan, cancel=self.cancel)
+        self.forward_seconds += rep.timing.forward_s if rep.timing is not None else 0.0
         stderr = rep.delta_stderr
         if self.base_flags is not None:
             stderr = paired_delta_stderr(self.base_flags, _flags(self.session, self.session.outputs(plan), self.reference))
@@ -279,8 +283,8 @@ def measure_layers(
     settings: Sequence[Setting],
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> tuple[float, int, list[SensitivityEntry]]:
-    """Measured probes of ``layers`` on ``session``: (base metric, base size, entries).
+) -> tuple[float, int, list[SensitivityEntry], float]:
+    """Measured probes of ``layers`` on ``session``: (base metric, base size, entries, seconds running the model).
 
     The probes run from the last layer to the first, all settings of a layer together.
     ``progress`` counts probes, after the base evaluation."""
@@ -295,13 +299,13 @@ def measure_layers(
             check(cancel)
             entries.append(prober.probe(layer, setting))
             report(progress, len(entries) + 1, total)
-    return prober.base_report.metric, prober.base_report.size_bytes, entries
+    return float(prober.base_report.metric or 0.0), prober.base_report.size_bytes, entries, prober.forward_seconds
 
 
-def _proxy_entries(session: Any, base: Plan, settings: Sequence[Setting], fisher: FisherInfo) -> tuple[int, list[SensitivityEntry]]:
+def _proxy_entries(session: Any, base: Plan, layers: Sequence[str], settings: Sequence[Setting], fisher: FisherInfo) -> tuple[int, list[SensitivityEntry]]:
     base_size = session.size(base).size_bytes
     entries = []
-    for layer in session.layer_names:
+    for layer in layers:
         for setting in settings:
             spec = setting.apply(base.spec_for(layer))
             plan = base.with_layer(layer, spec)
@@ -361,23 +365,24 @@ def sensitivity(
         if executor not in (None, "local"):
             raise StudioError("the proxy runs a few backward passes on one machine; use executor=None with mode='proxy'")
         fisher = fisher_diagonal(session, seed=seed, progress=progress, cancel=cancel)
-        base_size, entries = _proxy_entries(session, base, settings, fisher)
-        entries = [e for e in entries if e.layer in names]
+        base_size, entries = _proxy_entries(session, base, names, settings, fisher)
         return SensitivityTable(
-            "proxy", session.metric_name, base, None, session.baseline_metric, base_size, session.float_size_bytes,
-            tuple(names), tuple(settings), tuple(entries), time.perf_counter() - start, None, fisher.loss,
+            mode="proxy", metric_name=session.metric_name, base=base, base_metric=None, baseline_metric=session.baseline_metric,
+            base_size_bytes=base_size, float_size_bytes=session.float_size_bytes, layers=tuple(names), settings=tuple(settings),
+            entries=tuple(entries), seconds=time.perf_counter() - start, proxy_loss=fisher.loss,
         )
     if executor in (None, "local"):
-        base_metric, base_size, entries = measure_layers(session, base, names, settings, progress, cancel)
+        base_metric, base_size, entries, forward_s = measure_layers(session, base, names, settings, progress, cancel)
     else:
         from .executors import measure_distributed
 
-        base_metric, base_size, entries = measure_distributed(session, base, names, settings, executor, progress, cancel)
+        base_metric, base_size, entries, forward_s = measure_distributed(session, base, names, settings, executor, progress, cancel)
     order = {(name, s.label): (i, j) for i, name in enumerate(names) for j, s in enumerate(settings)}
     entries = sorted(entries, key=lambda e: order[(e.layer, e.setting)])
     fractions = [e.computed_fraction for e in entries if e.computed_fraction is not None]
     return SensitivityTable(
-        "measured", session.metric_name, base, base_metric, session.baseline_metric, base_size, session.float_size_bytes,
-        tuple(names), tuple(settings), tuple(entries), time.perf_counter() - start,
-        float(sum(fractions)) if fractions else None,
+        mode="measured", metric_name=session.metric_name, base=base, base_metric=base_metric, baseline_metric=session.baseline_metric,
+        base_size_bytes=base_size, float_size_bytes=session.float_size_bytes, layers=tuple(names), settings=tuple(settings),
+        entries=tuple(entries), seconds=time.perf_counter() - start,
+        forward_passes=float(sum(fractions)) if fractions else None, forward_seconds=forward_s,
     )

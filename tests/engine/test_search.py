@@ -32,7 +32,7 @@ def one_thread():
 def timeless(result: SearchResult) -> dict:
     data = result.to_dict()
     data.pop("seconds"), data.pop("stage_seconds")
-    data["sensitivity"].pop("seconds")
+    data["sensitivity"].pop("seconds"), data["sensitivity"].pop("forward_seconds")
     return data
 
 

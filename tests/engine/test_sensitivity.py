@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from studio.cli import main
 from studio.engine import Cancelled, Plan, Session, StudioError
 from studio.engine.executors import chunk_layers
