@@ -125,10 +125,12 @@ def measure_distributed(
     """``measure_layers`` fanned out over ``executor`` (a concurrent.futures.Executor or "ray")."""
     if executor != "ray" and not isinstance(executor, cf.Executor):
         raise StudioError(f"executor must be None, 'local', 'ray' or a concurrent.futures.Executor; got {executor!r}")
+    recipe = recipe_of(session)
+    if isinstance(recipe.model, torch.jit.ScriptModule):
+        raise StudioError("a TorchScript model cannot be sent to worker processes; run the probes here (executor=None)")
     ray = _ray() if executor == "ray" else None
     n = _workers(executor)
     chunks = chunk_layers(layers, session.layer_names, n)
-    recipe = recipe_of(session)
     args = (base.to_dict(), [s.to_dict() for s in settings])
     total = len(layers) * len(settings) + 1
     done = 0

@@ -35,7 +35,7 @@ class FisherInfo:
     """Per layer, the diagonal Fisher of its weight as a channel view (out_channels, fan_in)."""
 
     diagonal: Mapping[str, torch.Tensor]
-    loss: str  # "cross-entropy" (labels) or "kl-to-float" (sampled from the float softmax)
+    loss: str  # "cross-entropy" (labels), "kl-to-float" (sampled from the float softmax), or "squared-weight-error" (no gradients)
     samples: int  # eval samples used
     backward_passes: int
     seconds: float
@@ -44,6 +44,13 @@ class FisherInfo:
         """The estimated loss increase (nats) of replacing ``float_view`` by ``approx_view``."""
         diff = (approx_view.to(torch.float32) - float_view.to(torch.float32)) ** 2
         return 0.5 * float((self.diagonal[name] * diff).sum())
+
+
+def weight_error(session: Any, seconds: float = 0.0) -> FisherInfo:
+    """The fallback without gradients: every weight counts alike, so the proxy is half the
+    squared weight error (1 / SQNR times the weight's energy)."""
+    diagonal = {info.name: torch.ones(1, 1) for info in session.layers}  # broadcasts over the channel view
+    return FisherInfo(diagonal, "squared-weight-error", 0, 0, seconds)
 
 
 def _loss_kind(targets: torch.Tensor | None, outputs: torch.Tensor) -> str:
@@ -88,7 +95,10 @@ def fisher_diagonal(
     if int(samples) < 1 or int(micro_batch) < 1:
         raise StudioError("samples and micro_batch must be positive integers")
     start = time.perf_counter()
-    model = session.float_model()
+    try:
+        model = session.float_model()
+    except RuntimeError:  # a TorchScript model: no eager copy to take gradients of
+        return weight_error(session, time.perf_counter() - start)
     generator = torch.Generator().manual_seed(int(seed))
     weights = {}
     for info in session.layers:

@@ -125,6 +125,14 @@ def test_an_executor_runs_the_sensitivity_step(tiny):
     assert timeless(fanned) == timeless(local)
 
 
+def test_a_torchscript_model_is_searched_with_the_weight_error_proxy(tiny):
+    model, data = tiny
+    session = Session(torch.jit.script(model), data)
+    result = search(session, max_drop=0.05, space=SMALL, evaluations=4)
+    assert result.best.drop <= 0.05
+    assert session.evaluate(result.plan).size_bytes == result.best.size_bytes
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

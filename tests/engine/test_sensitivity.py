@@ -193,6 +193,20 @@ def test_bad_input_says_what_to_do(mlp_session, kwargs, message):
         sensitivity(mlp_session, **kwargs)
 
 
+def test_a_torchscript_model_is_probed_here_and_its_proxy_is_the_weight_error(tiny):
+    model, data = tiny
+    session = Session(torch.jit.script(model), data)
+    measured = sensitivity(session, bits=(2, 8), prune=())
+    assert all(e.metric is not None for e in measured.entries)
+    proxy = sensitivity(session, bits=(2, 8), prune=(), mode="proxy")
+    assert proxy.proxy_loss == "squared-weight-error"
+    for e in proxy.entries:  # half the squared error of the stored weight
+        w = session.compressed(e.layer, e.spec)
+        assert e.proxy == pytest.approx(0.5 * float(((w.dequant_view - w.float_view) ** 2).sum()))
+    with ThreadPoolExecutor(max_workers=2) as executor, pytest.raises(StudioError, match="TorchScript model cannot be sent"):
+        sensitivity(session, bits=(2,), prune=(), executor=executor)
+
+
 def test_spearman_with_ties_and_constants():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
