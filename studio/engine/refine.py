@@ -62,11 +62,13 @@ class Refiner:
     def fits(self, plan: Plan) -> bool:
         return self.budget.target_bytes is None or self.size(plan) <= self.budget.target_bytes
 
+    def measured_passes(self, plan: Plan) -> bool:
+        report = self.done[plan][0]
+        return self.budget.accepts(-(report.delta or 0.0), report.delta_stderr, self.size(plan))
+
     def passes(self, plan: Plan) -> bool:
         """Within the budget, by the plan's measured drop and by the drop its KL predicts."""
-        report = self.done[plan][0]
-        drop = -(report.delta or 0.0)
-        if not self.budget.accepts(drop, report.delta_stderr, self.size(plan)):
+        if not self.measured_passes(plan):
             return False
         return self.budget.max_drop is None or self.smoothed_drop(plan) <= self.budget.max_drop + 1e-12
 
@@ -74,7 +76,7 @@ class Refiner:
         """The drop of ``plan`` as a non-decreasing function of its measured KL, fitted to every
         evaluated candidate (isotonic regression): a plan that measured a lucky low drop for its
         KL is judged with its neighbours."""
-        points = sorted((self.kl(p), -(self.done[p][0].delta or 0.0), p) for p in self.done)
+        points = sorted(((self.kl(p), -(self.done[p][0].delta or 0.0), p) for p in self.done), key=lambda t: (t[0], t[1]))
         blocks: list[list[Any]] = []  # [sum, count, plans]
         for _, drop, p in points:
             blocks.append([drop, 1, [p]])
@@ -139,10 +141,10 @@ class Refiner:
     def _smallest_within_drop(self, fitting: list[FrontierPoint]) -> Plan:
         hi = len(fitting) - 1  # the largest fitting point, least damage: checked first
         self.evaluate(fitting[hi].choice, "knapsack")
-        while not self.passes(self.plan(fitting[hi].choice)) and hi > 0 and self.left > 0:
+        while not self.measured_passes(self.plan(fitting[hi].choice)) and hi > 0 and self.left > 0:
             hi -= 1  # only with a size budget or no float option: the next point down may pass by noise
             self.evaluate(fitting[hi].choice, "knapsack")
-        if not self.passes(self.plan(fitting[hi].choice)):
+        if not self.measured_passes(self.plan(fitting[hi].choice)):
             least = min(self.done, key=lambda p: -(self.done[p][0].delta or 0.0))
             what = "the budgets contradict each other: " if self.budget.target_bytes is not None else ""
             raise StudioError(
@@ -168,7 +170,8 @@ class Refiner:
             self.evaluate(move, "refine")
             if self.passes(self.plan(move)):
                 choice = move
-        return min((p for p in self.done if self.passes(p)), key=lambda p: (self.size(p), -self.metric(p)))
+        passing = [p for p in self.done if self.passes(p)] or [p for p in self.done if self.measured_passes(p)]
+        return min(passing, key=lambda p: (self.size(p), -self.metric(p)))
 
     def _next_move(self, choice: Sequence[int], smaller: bool, tried: set[tuple[int, ...]] | None = None) -> list[int] | None:
         """The best untried one-layer move: the least damage added per byte saved (smaller),

@@ -16,7 +16,10 @@
    (``knapsack.py``);
 4. measured refinement (``refine.py``): for a drop budget, a bisection along that front,
    then greedy one-layer moves; for a size budget, the best fitting points and one-layer
-   upgrades; each candidate evaluated (incrementally when one layer changes).
+   upgrades; each candidate evaluated (incrementally when one layer changes). A candidate
+   is within a drop budget when its measured drop is, and so is its ``smoothed_drop``:
+   an isotonic fit of drop on KL over every candidate, so that a plan whose drop measured
+   luckily low for its KL is judged with its neighbours.
 
 The plans are chosen on the eval set that measures them, so the chosen plan's drop is
 a slightly optimistic estimate (it was picked among noisy measurements); a held-out
@@ -67,6 +70,7 @@ class SearchCandidate:
     delta_stderr: float | None
     estimated_damage: float  # the knapsack's estimate (KL to the float model, added over layers)
     kl: float | None  # the measured KL to the float model
+    smoothed_drop: float  # the drop fitted to every candidate's KL (isotonic); a plan is chosen only when this is within max_drop too
     budget: str
     pareto: bool
     step: str  # "knapsack" (a point of the estimated front) or "refine" (a one-layer move)
@@ -280,7 +284,7 @@ def search(
         SearchCandidate(
             plan=p, size_bytes=s, compression_ratio=session.float_size_bytes / s, metric=refiner.metric(p),
             delta=refiner.metric(p) - session.baseline_metric, delta_stderr=r.delta_stderr, estimated_damage=refiner.done[p][1],
-            kl=None if r.fidelity is None else r.fidelity.kl,
+            kl=None if r.fidelity is None else r.fidelity.kl, smoothed_drop=refiner.smoothed_drop(p),
             budget=budget.status(-(r.delta or 0.0), r.delta_stderr, s), pareto=f, step=refiner.done[p][2],
         )
         for p, s, r, f in zip(plans, sizes, reports, front)
