@@ -121,8 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     co.add_argument("--export", required=True, help="the folder (or file) to write")
     co.add_argument("--format", default="studio", choices=FORMATS.names())
     co.add_argument("--no-verify", action="store_true", help="skip running the exported file")
+    from . import cli_guidance
+
+    cli_guidance.register(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command in cli_guidance.COMMANDS:
+            return cli_guidance.run(args)
         if args.command == "samples":
             for name in list_samples():
                 print(name)

@@ -223,6 +223,19 @@ class Session:
         plan.check_names(self.layer_names)
         return {name: onnx_layer_runtime(plan.spec_for(name)) for name in self.layer_names}
 
+    # -- guidance ------------------------------------------------------------------------------
+    def sensitivity(self, *args: Any, **kwargs: Any) -> Any:
+        """Per-layer sensitivity table: see ``studio.engine.sensitivity.sensitivity``."""
+        from .sensitivity import sensitivity
+
+        return sensitivity(self, *args, **kwargs)
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        """Automatic mixed precision under a budget: see ``studio.engine.search.search``."""
+        from .search import search
+
+        return search(self, *args, **kwargs)
+
     def __repr__(self) -> str:
         return (
             f"Session({len(self.layers)} layers, {self.n_samples} eval samples, "
