@@ -12,58 +12,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from .errors import StudioError
+from .recipe import SessionRecipe
 from .plan import Plan
 from .progress import CancelFn, Cancelled, ProgressFn, report
 from .sensitivity import SensitivityEntry, Setting, measure_layers
 
 POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class SessionRecipe:
-    """What a worker needs to build a session equal to the caller's."""
-
-    model: nn.Module
-    batches: list[Any]
-    metric: Callable[..., float] | None
-    output_fn: Callable[[Any], torch.Tensor]
-    fold_bn: bool
-    input_mode: str
-    calibration_batches: list[Any]
-    device: str
-
-    def build(self) -> Any:
-        from .session import Session
-
-        return Session(
-            self.model, self.batches, metric=self.metric, output_fn=self.output_fn, fold_bn=self.fold_bn,
-            calibration_data=self.calibration_batches, input_mode=self.input_mode, device=self.device,
-        )
-
-
-def recipe_of(session: Any) -> SessionRecipe:
-    """The recipe of ``session``: its model as the user gave it, its eval batches and settings.
-
-    Reads the session's parts in this one place (the session keeps no constructor arguments)."""
-    prepared, scorer = session._prepared, session._scorer
-    return SessionRecipe(
-        model=prepared.user_model,
-        batches=session.batches(),
-        metric=scorer.metric_fn,
-        output_fn=scorer.output_fn,
-        fold_bn=bool(session.folds),
-        input_mode=session.input_mode,
-        calibration_batches=list(session._calibrator.batches),
-        device=str(session.device),
-    )
 
 
 def chunk_layers(layers: Sequence[str], order: Sequence[str], n: int) -> list[list[str]]:
@@ -125,7 +85,7 @@ def measure_distributed(
     """``measure_layers`` fanned out over ``executor`` (a concurrent.futures.Executor or "ray")."""
     if executor != "ray" and not isinstance(executor, cf.Executor):
         raise StudioError(f"executor must be None, 'local', 'ray' or a concurrent.futures.Executor; got {executor!r}")
-    recipe = recipe_of(session)
+    recipe = session.recipe()
     if isinstance(recipe.model, torch.jit.ScriptModule):
         raise StudioError("a TorchScript model cannot be sent to worker processes; run the probes here (executor=None)")
     ray = _ray() if executor == "ray" else None

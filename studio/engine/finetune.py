@@ -43,9 +43,7 @@ if TYPE_CHECKING:
 def judge_session(session: "Session", model: nn.Module) -> "Session":
     """A Session of ``model`` on ``session``'s eval batches, metric and output function:
     what ``Session(model, eval_data).evaluate(plan)`` measures."""
-    from .session import Session
-
-    return Session(model, session.batches(), metric=session.metric_fn, output_fn=session.output_fn, device=session.device)
+    return session.with_model(model)
 
 
 def _call(model: nn.Module, inputs: Inputs, weights: dict[str, torch.Tensor]) -> Any:
@@ -149,7 +147,7 @@ class _Run:
         for inputs, _ in judge.batches():
             check(cancel)
             outputs.append(self.forward(inputs).detach().float().cpu())
-        forward_metric, _ = judge.score(outputs)
+        forward_metric = judge.score(outputs).metric
         report_ = judge.evaluate(self.plan, cancel=cancel)
         self.acts.update(judge.activation_params(self.plan))
         return report_.metric, forward_metric, report_.size_bytes

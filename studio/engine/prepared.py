@@ -127,8 +127,9 @@ class PreparedModel:
             bias = tensor_attr(layer, "bias")
             stats = bn_state(work.get_submodule(bn_name))
             weight, new_bias = fold(weight_of(layer).detach(), None if bias is None else bias.detach(), stats, self.bn_eps[bn_name])
-            layer.weight = nn.Parameter(weight, requires_grad=False)
-            layer.bias = nn.Parameter(new_bias, requires_grad=False)
+            trainable = weight_of(layer).requires_grad  # a float copy stays as trainable as the user's model
+            layer.weight = nn.Parameter(weight, requires_grad=trainable)
+            layer.bias = nn.Parameter(new_bias, requires_grad=trainable)
             replace_module(work, bn_name, nn.Identity())
         return work
 

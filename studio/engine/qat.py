@@ -116,6 +116,7 @@ class WeightFakeQuant:
         pruned = view * keep if keep is not None else view
         values = pruned[keep] if keep is not None else pruned.flatten()
         codebook, index = kmeans_1d(values, 2**self.spec.bits, pin_zero=keep is not None)
+        index = index.long()  # uint8: torch would read it as a mask
         if keep is not None:
             zero_code = int(torch.nonzero(codebook == 0)[0, 0])
             codes = torch.full(view.shape, zero_code, dtype=torch.int64)

@@ -22,6 +22,7 @@ from .compiled import CompressedModel
 from .compress import CompressedWeight
 from .data import OutputFn, default_output, resolve_input_mode, slice_inputs, to_batches
 from .errors import StudioError
+from .finetune import finetune
 from .formats import RunContext
 from .formats import export as export_file
 from .formats.onnx import LayerRuntime, onnx_layer_runtime
@@ -31,10 +32,15 @@ from .metrics import MetricFn
 from .plan import LayerSpec, Plan
 from .prepared import PreparedModel, resolve_device
 from .progress import CancelFn, ProgressFn, check
+from .recipe import SessionRecipe
+from .recovered import Recovered
 from .replay import DEFAULT_BUDGET as ACTIVATION_BUDGET
 from .replay import IncrementalRunner
 from .report import LayerReport, Report, Timing
 from .scorer import Score, Scorer
+from .search import SearchResult, search
+from .sensitivity import sensitivity
+from .sensitivity_table import SensitivityTable
 from .verify import Verification, verify
 
 
@@ -77,6 +83,10 @@ class Session:
         self.input_mode = resolve_input_mode(model, batches[0][0], input_mode)
         self._scorer = Scorer(batches, output_fn or default_output, metric)
         self._calibrator = Calibrator.for_data(calibration_data, batches, batch_size, self.input_mode, self.device)
+        self._recipe = SessionRecipe(
+            model, batches, metric, self._scorer.output_fn, fold_bn, self.input_mode, self._calibrator.batches,
+            str(self.device), cache_bytes, activation_cache_bytes,
+        )
         self._cache = WeightCache(cache_bytes)
         self._runner = IncrementalRunner(
             prepared.work, prepared.modules, batches, input_mode=self.input_mode, device=self.device,
@@ -102,6 +112,15 @@ class Session:
     n_samples = property(lambda self: self._scorer.n_samples)
     has_targets = property(lambda self: self._scorer.has_targets)
     output_fn = property(lambda self: self._scorer.output_fn)
+    metric_fn = property(lambda self: self._scorer.metric_fn)
+
+    def recipe(self) -> SessionRecipe:
+        """How this session was made, as data (``recipe().build()`` makes an equal session)."""
+        return self._recipe
+
+    def with_model(self, model: nn.Module) -> "Session":
+        """A session of ``model`` made as this one was: same eval data, metric, calibration and device."""
+        return self._recipe.with_model(model).build()
 
     @property
     def layer_names(self) -> list[str]:
@@ -224,17 +243,18 @@ class Session:
         return {name: onnx_layer_runtime(plan.spec_for(name)) for name in self.layer_names}
 
     # -- guidance ------------------------------------------------------------------------------
-    def sensitivity(self, *args: Any, **kwargs: Any) -> Any:
+    # -- guidance and recovery (each in its own module) ----------------------------------------
+    def sensitivity(self, *args: Any, **kwargs: Any) -> SensitivityTable:
         """Per-layer sensitivity table: see ``studio.engine.sensitivity.sensitivity``."""
-        from .sensitivity import sensitivity
-
         return sensitivity(self, *args, **kwargs)
 
-    def search(self, *args: Any, **kwargs: Any) -> Any:
+    def search(self, *args: Any, **kwargs: Any) -> SearchResult:
         """Automatic mixed precision under a budget: see ``studio.engine.search.search``."""
-        from .search import search
-
         return search(self, *args, **kwargs)
+
+    def finetune(self, plan: Plan, train_data: Any, **kwargs: Any) -> Recovered:
+        """Win accuracy back by training under ``plan``: see ``studio.engine.finetune.finetune``."""
+        return finetune(self, plan, train_data, **kwargs)
 
     def __repr__(self) -> str:
         return (

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import CompressedWeight, Plan, Report, Session, Verification
-from ..engine.huffman import code_lengths, table_bytes
+from ..engine.huffman import block_table_bytes, code_lengths, table_bytes
 from ..ui.html import fmt_bytes
 from .pictures import GREEN, GREY, RED
 
@@ -69,6 +69,7 @@ def huffman_summary(result: CompressedWeight) -> dict[str, Any]:
         "weights": int(counts.sum()),
         "payload_bits": int((counts * lengths).sum()),
         "table_bytes": table_bytes(len(counts)),
+        "block_bytes": block_table_bytes(int(counts.sum())),
         "packed_bits": int(counts.sum()) * int(result.spec.bits or 0),
     }
 
@@ -87,7 +88,8 @@ def huffman_table_html(result: CompressedWeight) -> str:
     summary = (
         f"<div class='workshop-readout'>Packed: {h['weights']:,} × {result.spec.bits} bits = <b>{fmt_bytes(packed)}</b>. "
         f"Huffman: {average:.2f} bits on average = {fmt_bytes(coded)} + table {fmt_bytes(h['table_bytes'])} "
-        f"(one byte per code) = <b>{fmt_bytes(coded + h['table_bytes'])}</b>.</div>"
+        f"(one byte per code)" + (f" + block starts {fmt_bytes(h['block_bytes'])} (2 bytes per 4096 codes, so a reader can decode blocks at once)" if h["block_bytes"] else "")
+        + f" = <b>{fmt_bytes(coded + h['table_bytes'] + h['block_bytes'])}</b>.</div>"
     )
     return (
         "<table class='workshop-table workshop-huffman'><tr><th>code</th><th>count</th><th></th><th>Huffman bits</th></tr>"

@@ -263,3 +263,11 @@ def test_a_forward_taking_one_dict_is_detected_or_chosen():
         Session(model, data, input_mode="kwargs")
     with pytest.raises(ValueError, match="input_mode must be one of"):
         Session(model, data, input_mode="keywords")
+
+
+def test_float_model_is_a_trainable_copy(samples):
+    sample = samples["digits-cnn"]
+    session = Session(sample.model, sample.eval_data)
+    model = session.float_model()
+    assert all(p.requires_grad for p in model.parameters())  # folded layers too
+    assert not any(p.data_ptr() == q.data_ptr() for p in model.parameters() for q in sample.model.parameters())

@@ -80,7 +80,8 @@ def test_huffman_summary_is_the_size_counter(cnn_session):
     assert r.size.codes_encoding == "huffman"
     h = huffman_summary(r)
     assert sum(h["counts"]) == h["weights"] == 18432 and h["table_bytes"] == 15
-    assert math.ceil(h["payload_bits"] / 8) + h["table_bytes"] == r.size.codes
+    assert h["block_bytes"] == 2 * 4  # 18432 codes: 5 blocks of 4096, four block starts stored
+    assert math.ceil(h["payload_bits"] / 8) + h["table_bytes"] + h["block_bytes"] == r.size.codes
     assert f"{r.size.codes / 1000:.2f}\u00a0KB" in huffman_table_html(r)
     with pytest.raises(ValueError, match="integer codes"):
         huffman_summary(cnn_session.compressed("features.7", LayerSpec(bits=16)))
