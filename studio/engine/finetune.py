@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -175,6 +175,7 @@ def finetune(
     loss_fn: TaskLoss | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> Recovered:
     """Fine-tune ``session``'s model under ``plan`` on ``train_data``; see the module docstring.
 
@@ -184,6 +185,7 @@ def finetune(
     prune_schedule:  "fixed" (the mask of the starting weights) or "gradual" (Zhu & Gupta).
     loss_fn:         the task loss ``(outputs, targets) -> scalar``; default cross-entropy.
     progress/cancel: ``progress(done, total)`` per batch; ``cancel()`` -> True stops with Cancelled.
+    on_epoch:        called with each epoch's record as it ends (a live curve).
     Adam with a cosine-decayed learning rate; the data is reshuffled each epoch by ``seed``.
     """
     config = FinetuneConfig(method, epochs, lr, batch_size, alpha, temperature, prune_schedule, seed)
@@ -245,6 +247,8 @@ def finetune(
                         seconds=time.perf_counter() - epoch_start,
                     )
                 )
+                if on_epoch is not None:
+                    on_epoch(history[-1])
     finally:
         run.close()
     return Recovered(

@@ -15,6 +15,8 @@ import ipywidgets as W
 from ..engine import Report, Session
 from ..samples import list_samples
 from .export_panel import ExportPanel
+from .guidance_panel import GuidancePanel
+from .recovery_panel import RecoveryPanel
 from .figures import histogram_data, histogram_figure, history_figure, set_font_size, update_histogram, update_history
 from .html import layer_bars_html, metric_html, size_html
 from .layers_panel import LayersPanel
@@ -25,29 +27,33 @@ from .style import CSS
 
 
 class Studio(W.VBox):
-    """The Compression Studio widget: six panels over one ``StudioState`` (``self.state``).
+    """The Compression Studio widget: eight panels over one ``StudioState`` (``self.state``).
 
-    ``Studio()`` opens on the sample models; ``Studio(model, eval_data, **session_kwargs)``
-    or ``Studio(session)`` on your own. Evaluation runs in the state's worker thread;
-    ``wait()`` blocks until the newest plan is measured.
+    ``Studio()`` opens on the sample models; ``Studio(model, eval_data, train_data=None,
+    **session_kwargs)`` or ``Studio(session, train_data=...)`` on your own (``train_data``,
+    in any eval-data form, is what Recovery may train on). Evaluation runs in the state's
+    worker thread; ``wait()`` blocks until the newest plan is measured.
     """
 
-    def __init__(self, model: Any = None, eval_data: Any = None, **session_kwargs: Any) -> None:
+    def __init__(self, model: Any = None, eval_data: Any = None, train_data: Any = None, **session_kwargs: Any) -> None:
         super().__init__()
         self.add_class("studio-root")
         self.state = StudioState()
+        self._train_data = train_data
 
         custom = model is not None
         self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)
         self.layers_panel = LayersPanel(self.state)
         self.histogram = histogram_figure()
         self.history = history_figure()
-        self.history.data[0].on_click(self._history_clicked)
-        self.history.data[1].on_click(self._history_clicked)
+        for trace in self.history.data[:-1]:  # every trace but the current-plan star
+            trace.on_click(self._history_clicked)
         self.metrics = W.HTML()
         self.metrics.add_class("studio-metrics")
         self.bars = W.HTML()
         self.export_panel = ExportPanel(self.state)
+        self.guidance_panel = GuidancePanel(self.state)
+        self.recovery_panel = RecoveryPanel(self.state)
         self.busy = W.HTML()
         self.busy.add_class("studio-busy")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="160px", visibility="hidden"))
@@ -67,8 +73,11 @@ class Studio(W.VBox):
         )
         hist_panel = self._panel("Histogram", "The selected layer's float weights (grey) and the levels they snap to (blue); pruned in amber, clipped in red.", self.histogram)
         metrics_panel = self._panel("Metrics", "Size counts every stored byte; the accuracy is measured on the eval set, with its noise.", W.VBox([self.metrics, self.bars]))
-        history_panel = self._panel("History", "Every evaluated plan: size against accuracy. The line is the Pareto front; click a point to restore its plan.", self.history)
-        left = W.VBox([self.model_panel.widget, self.layers_panel.widget, self.export_panel.widget], layout=W.Layout(flex="1 1 55%"))
+        history_panel = self._panel("History", "Every evaluated plan: size against accuracy (grey: yours, ◆ searched, ▲ after recovery). The line is the Pareto front; click a point to restore its plan.", self.history)
+        left = W.VBox(
+            [self.model_panel.widget, self.layers_panel.widget, self.guidance_panel.widget, self.recovery_panel.widget, self.export_panel.widget],
+            layout=W.Layout(flex="1 1 55%"),
+        )
         right = W.VBox([metrics_panel, hist_panel, history_panel], layout=W.Layout(flex="1 1 45%"))
         columns = W.HBox([left.add_class("studio-column"), right.add_class("studio-column")], layout=W.Layout(width="100%", flex_flow="row wrap"))
         self.children = [W.HTML(CSS), FigureResizer(), header, self.error, columns]
@@ -84,10 +93,10 @@ class Studio(W.VBox):
         obs(lambda ch: self._show_error(ch["new"]), names="error")
 
         if isinstance(model, Session):
-            self._load_session(model, "your model")
+            self._load_session(model, "your model", train_data)
         elif model is not None:
             try:
-                self._load_session(Session(model, eval_data, **session_kwargs), "your model")
+                self._load_session(Session(model, eval_data, **session_kwargs), "your model", train_data)
             except ValueError as exc:
                 self._show_error(str(exc))
         else:
@@ -104,11 +113,12 @@ class Studio(W.VBox):
     def _projector(self, change: dict[str, Any]) -> None:
         (self.add_class if change["new"] else self.remove_class)("studio-projector")
         set_font_size((self.histogram, self.history), 20 if change["new"] else 15)
+        self.recovery_panel.set_projector(change["new"])
 
     # -- state changes -----------------------------------------------------------------
-    def _load_session(self, session: Session, source: str) -> None:
+    def _load_session(self, session: Session, source: str, train_data: Any = None, teacher: str = "") -> None:
         self.error.value = ""
-        self.state.load(session, source)
+        self.state.load(session, source, train_data=train_data, teacher=teacher)
 
     def _on_session(self, change: dict[str, Any]) -> None:
         session = change["new"]
@@ -151,10 +161,7 @@ class Studio(W.VBox):
     def _history_clicked(self, trace: Any, points: Any, _selector: Any) -> None:
         if not points.point_inds:
             return
-        index = points.point_inds[0]
-        if trace.name == "Pareto front":
-            index = trace.customdata[index]
-        self.state.restore(int(index))
+        self.state.restore(int(trace.customdata[points.point_inds[0]]))
 
     def _show_busy(self) -> None:
         s = self.state

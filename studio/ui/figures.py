@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -159,14 +160,21 @@ def set_font_size(figures: tuple[go.FigureWidget, ...], size: int) -> None:
         sync_initial_state(fig)
 
 
+HISTORY_KINDS = {  # trace name, marker, for each kind of history point
+    "measured": ("evaluated plans", dict(size=11, color="#9aa5b1")),
+    "search": ("search candidates", dict(size=11, color="#7048e8", symbol="diamond")),
+    "recovered": ("after recovery", dict(size=13, color="#2f9e44", symbol="triangle-up")),
+}
+
+
 def history_figure() -> go.FigureWidget:
-    fig = go.FigureWidget(
-        data=[
-            go.Scatter(name="evaluated plans", mode="markers", marker=dict(size=11, color="#9aa5b1")),
-            go.Scatter(name="Pareto front", mode="lines+markers", line=dict(color="#1f6fd1", width=2), marker=dict(size=12, color="#1f6fd1")),
-            go.Scatter(name="current plan", mode="markers", marker=dict(size=20, symbol="star", color="#e8590c")),
-        ]
-    )
+    """Size (or latency) against metric: one trace per kind of point, the Pareto front, the current plan."""
+    traces = [go.Scatter(name=name, mode="markers", marker=marker) for name, marker in HISTORY_KINDS.values()]
+    traces += [
+        go.Scatter(name="Pareto front", mode="lines+markers", line=dict(color="#1f6fd1", width=2), marker=dict(size=12, color="#1f6fd1")),
+        go.Scatter(name="current plan", mode="markers", marker=dict(size=20, symbol="star", color="#e8590c")),
+    ]
+    fig = go.FigureWidget(data=traces)
     fig.update_layout(
         height=340,
         margin=dict(l=60, r=20, t=20, b=90),
@@ -180,20 +188,46 @@ def history_figure() -> go.FigureWidget:
 
 
 def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: int | None) -> None:
+    """Every trace's points carry their history index as customdata (a click restores it)."""
     xs = [p.size_bytes / 1000 for p in points]
     ys = [100 * p.metric for p in points]
     labels = [p.label for p in points]
     front = pareto_front(points)
+    groups = [[i for i, p in enumerate(points) if p.kind == kind] for kind in HISTORY_KINDS] + [front]
     with fig.batch_update():
-        fig.data[0].x, fig.data[0].y, fig.data[0].text = xs, ys, labels
-        fig.data[0].hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>click to restore</extra>"
-        fig.data[1].x = [xs[i] for i in front]
-        fig.data[1].y = [ys[i] for i in front]
-        fig.data[1].text = [labels[i] for i in front]
-        fig.data[1].customdata = front
-        fig.data[1].hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>Pareto: click to restore</extra>"
-        if current is None:
-            fig.data[2].x, fig.data[2].y = [], []
-        else:
-            fig.data[2].x, fig.data[2].y = [xs[current]], [ys[current]]
+        for trace, indices in zip(fig.data, groups):
+            trace.x = [xs[i] for i in indices]
+            trace.y = [ys[i] for i in indices]
+            trace.text = [labels[i] for i in indices]
+            trace.customdata = indices
+            trace.hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>click to restore</extra>"
+        star = fig.data[len(groups)]
+        star.x, star.y = ([xs[current]], [ys[current]]) if current is not None else ([], [])
+    sync_initial_state(fig)
+
+
+def training_figure() -> go.FigureWidget:
+    """Recovery's live curve: train loss and the engine's metric per epoch. Built when the
+    first recovery starts, not with the page (each FigureWidget ships plotly.js)."""
+    fig = go.FigureWidget(
+        data=[
+            go.Scatter(name="train loss", mode="lines+markers", line=dict(color="#868e96")),
+            go.Scatter(name="metric (measured by the engine)", mode="lines+markers", yaxis="y2", line=dict(color="#2f9e44")),
+        ]
+    )
+    fig.update_layout(
+        height=260, margin=dict(l=55, r=55, t=10, b=70), font=FONT, xaxis=dict(title="epoch", dtick=1),
+        yaxis=dict(title="loss"), yaxis2=dict(title="metric (%)", overlaying="y", side="right", showgrid=False),
+        legend=dict(orientation="h", y=-0.35),
+    )
+    return fig
+
+
+def update_training(fig: go.FigureWidget, epochs: list[Any], before: float | None) -> None:
+    """Per-epoch loss and measured metric; epoch 0 is the plan before recovery."""
+    xs = [e.epoch for e in epochs]
+    with fig.batch_update():
+        fig.data[0].x, fig.data[0].y = xs, [e.train_loss for e in epochs]
+        fig.data[1].x = ([0] if before is not None else []) + xs
+        fig.data[1].y = ([100 * before] if before is not None else []) + [100 * e.metric for e in epochs]
     sync_initial_state(fig)

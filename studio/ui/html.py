@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import html
+import math
 
 from ..engine import Report, Session
+from ..engine.report import Z95
+from ..engine.search import SearchResult
+from ..engine.sensitivity_table import SensitivityTable
 
 PART_COLORS = {"codes": "#1f6fd1", "scales": "#7048e8", "index": "#f08c00", "other": "#868e96"}
 
@@ -118,3 +122,59 @@ def layer_bars_html(report: Report, groups: dict[str, list[str]] | None = None) 
 
 def sqnr_text(sqnr: float | None) -> str:
     return "exact" if sqnr is None else f"{sqnr:.1f} dB"
+
+
+def _heat(value: float, worst: float) -> str:
+    """White (no drop) to red (the worst drop); gains are green."""
+    if value < 0:
+        return f"rgba(47,158,68,{min(1.0, -value / max(worst, 1e-9)) * 0.6:.2f})"
+    return f"rgba(214,69,69,{min(1.0, value / max(worst, 1e-9)) * 0.85:.2f})"
+
+
+def sensitivity_html(table: SensitivityTable) -> str:
+    """A heatmap of layers × settings: colour = metric drop (measured) or the Fisher estimate
+    (proxy, labelled as such); hover = bytes saved, SQNR and the drop's noise."""
+    measured = table.mode == "measured"
+    field = "drop" if measured else "proxy"
+    grid = [[getattr(e, field) for e in table.entries[i * len(table.settings) : (i + 1) * len(table.settings)]] for i in range(len(table.layers))]
+    finite = [v for row in grid for v in row if v is not None and math.isfinite(v)]
+    worst = max([abs(v) for v in finite] + [1e-12])
+    head = "".join(f"<th>{html.escape(s.label.replace('bits=', '').replace('prune=', 'prune '))}</th>" for s in table.settings)
+    rows = []
+    for layer, values, entries in zip(table.layers, grid, (table.entries[i * len(table.settings) : (i + 1) * len(table.settings)] for i in range(len(table.layers)))):
+        cells = []
+        for value, e in zip(values, entries):
+            sqnr = sqnr_text(e.sqnr_db)
+            if measured:
+                noise = f" ±{100 * Z95 * e.delta_stderr:.2f}" if e.delta_stderr is not None else ""
+                text = f"{-100 * value:+.1f}" if value is not None else "—"
+                tip = f"{layer} at {e.setting}: {fmt_metric(e.metric or 0.0, table.metric_name)} ({-100 * (value or 0):+.2f} pts{noise}{', within noise' if e.within_noise else ''}); saves {fmt_bytes(e.bytes_saved)}; SQNR {sqnr}"
+            else:
+                text = f"{value:.2g}" if value is not None else "—"
+                tip = f"{layer} at {e.setting}: estimated cost {value:.3g} (Fisher proxy, not measured); saves {fmt_bytes(e.bytes_saved)}; SQNR {sqnr}"
+            colour = _heat(value, worst) if value is not None and math.isfinite(value) else "#f1f3f5"
+            cells.append(f"<td style='background:{colour}' title='{html.escape(tip, quote=True)}' data-value='{value if value is not None else ''}'>{text}</td>")
+        rows.append(f"<tr><th class='studio-heat-layer'>{html.escape(layer)}</th>{''.join(cells)}</tr>")
+    what = (
+        f"metric change in points against {'float' if not table.base.overrides and table.base.default.is_float else 'the base plan'}, measured"
+        if measured
+        else "estimated cost (diagonal Fisher × squared weight error): an estimate, not a measurement"
+    )
+    cost = f" · {table.forward_passes:.1f} full-pass equivalents" if table.forward_passes else ""
+    return (
+        f"<div class='studio-dim'>{html.escape(what)}; {len(table.entries)} probes in {table.seconds:.1f} s{cost}. Hover a cell for bytes saved.</div>"
+        f"<div class='studio-heat-box'><table class='studio-heat' data-mode='{table.mode}'><tr><th>layer</th>{head}</tr>{''.join(rows)}</table></div>"
+    )
+
+
+def search_html(result: SearchResult) -> str:
+    """What Fit to budget chose, and how it searched."""
+    best = result.best
+    noise = f" ±{100 * Z95 * best.delta_stderr:.2f}" if best.delta_stderr is not None else ""
+    budget = f"≤ {100 * result.max_drop:.2f} pts drop" if result.max_drop is not None else f"≤ {fmt_bytes(result.target_size_bytes or 0)}"
+    return (
+        f"<div class='studio-search' data-ratio='{best.compression_ratio:.4f}'>Budget {budget}: chose "
+        f"<b>{best.compression_ratio:.2f}× smaller</b> ({fmt_bytes(best.size_bytes)}) at <b>{100 * best.delta:+.2f} pts</b>{noise} "
+        f"(<span class='{'studio-ok' if best.budget == 'meets' else 'studio-dim'}'>{html.escape(best.budget)}</span>). "
+        f"{len(result.candidates)} candidates measured in {result.seconds:.1f} s are in History; the Pareto front shows the searched front.</div>"
+    )

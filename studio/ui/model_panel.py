@@ -49,7 +49,7 @@ def session_from_uploads(model_upload: dict[str, Any], data_upload: dict[str, An
 class ModelPanel:
     HINT = "Pick a sample model, or upload your own (TorchScript, or safetensors weights of a sample architecture) with optional eval data (.pt or .npz)."
 
-    def __init__(self, on_session: Callable[[Session, str], None], on_error: Callable[[str], None], custom: bool) -> None:
+    def __init__(self, on_session: Callable[..., None], on_error: Callable[[str], None], custom: bool) -> None:
         self._on_session = on_session
         self._on_error = on_error
         options = ([CUSTOM] if custom else []) + list_samples()
@@ -82,7 +82,7 @@ class ModelPanel:
     def load_sample(self, name: str) -> None:
         try:
             sample = load_sample(name)
-            self._on_session(Session(sample.model, sample.eval_data), name)
+            self._on_session(Session(sample.model, sample.eval_data), name, sample.train_data, name)
             self.message.value = ""
         except ValueError as exc:
             self.show_error(str(exc))

@@ -13,24 +13,31 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import traitlets
 
 from ..engine import Plan, Report, Session
 from ..engine import StudioError
+from .work import LongWork
 from .worker import Evaluator
 
 
 @dataclass(frozen=True)
 class HistoryPoint:
-    """One evaluated plan: a point on size against metric."""
+    """One evaluated plan: a point on size against metric.
+
+    ``kind`` is "measured" (a plan the user made), "search" (a candidate of Fit to budget)
+    or "recovered" (measured on a fine-tuned model); ``session`` is the model it was
+    measured on, so that restoring it can bring that model back."""
 
     plan: Plan
     size_bytes: int
     metric: float
     label: str
+    kind: str = "measured"
+    session: Any = field(default=None, compare=False, repr=False)
 
 
 def describe_plan(plan: Plan) -> str:
@@ -51,7 +58,7 @@ def pareto_front(points: list[HistoryPoint]) -> list[int]:
     return front
 
 
-class StudioState(traitlets.HasTraits):
+class StudioState(LongWork):
     """Everything the Studio shows: the session, the plan and its sizes, the measured report,
     the history of evaluated plans, undo/redo, and the evaluation's progress."""
 
@@ -76,26 +83,37 @@ class StudioState(traitlets.HasTraits):
         self._redo: list[Plan] = []
         self._coalesce: Any = None
         self._lock = threading.RLock()
+        self._opened: dict[int, tuple[Session, str, Any, str, str]] = {}  # models this history measured
         self._started = 0.0
         self.evaluator = Evaluator(self.accept, self._failed, self._busy, self._progressed) if evaluate else None
 
     # -- loading ----------------------------------------------------------------
-    def load(self, session: Session, source: str) -> None:
-        """Switch to a new model; the plan starts in float and history starts empty."""
+    def load(self, session: Session, source: str, train_data: Any = None, teacher: str = "", keep_history: bool = False) -> None:
+        """Switch to a new model; the plan starts in float. ``train_data`` is what recovery may
+        train on, ``teacher`` a sample name whose narrower students recovery may distil.
+        History starts anew with the measured float model, unless ``keep_history``."""
         with self._lock, self.hold_trait_notifications():  # observers see the new model whole
             self._undo.clear()
             self._redo.clear()
             self._coalesce = None
-            self.history = []
             self.last_report = None
             self.error = ""
             self.source = source
+            self.train_data, self.teacher_name = train_data, teacher
+            if not keep_history:
+                self.history = []
+                self.sensitivity = None
+                self.search_result = None
+                self.recovered = ""
+            if not keep_history:
+                self._opened.clear()
             self.session = session
             self.selected = session.layer_names[0]
             self._apply(Plan())
-            # the float model was measured when the session was made: history starts with it
-            float_point = HistoryPoint(Plan(), self.size_report.size_bytes, session.baseline_metric, describe_plan(Plan()))
-            self.history = [float_point]
+            self._opened[id(session)] = (session, source, train_data, teacher, self.recovered)
+            if not keep_history:  # the float model was measured when the session was made
+                float_point = HistoryPoint(Plan(), self.size_report.size_bytes, session.baseline_metric, describe_plan(Plan()), session=session)
+                self.history = [float_point]
 
     # -- plan changes ------------------------------------------------------------
     def set_plan(self, plan: Plan, coalesce: Any = None) -> None:
@@ -144,11 +162,28 @@ class StudioState(traitlets.HasTraits):
         self._coalesce = None
 
     def restore(self, index: int) -> None:
-        """Make the plan of history point ``index`` current again."""
+        """Make the plan of history point ``index`` current again (and its model, if another)."""
         if not 0 <= index < len(self.history):
             raise StudioError(f"there is no history point {index}")
-        self.set_plan(self.history[index].plan)
+        point = self.history[index]
+        if point.session is not None and point.session is not self.session:
+            self._switch_back(point.session)
+        self.set_plan(point.plan)
         self._coalesce = None
+
+    def _switch_back(self, session: Session) -> None:
+        """Bring back a model this history measured (one from before or after a recovery)."""
+        if id(session) not in self._opened:
+            raise StudioError("that point was measured on a model that is no longer open")
+        _, source, train, teacher, recovered = self._opened[id(session)]
+        self.load(session, source, train_data=train, teacher=teacher, keep_history=True)
+        self.recovered = recovered
+
+    def add_history(self, points: list[HistoryPoint]) -> None:
+        """Add measured points (e.g. a search's candidates) that are not in History yet."""
+        with self._lock:
+            known = {(p.plan, id(p.session)) for p in self.history}
+            self.history = [*self.history, *(p for p in points if (p.plan, id(p.session)) not in known)]
 
     def select(self, name: str) -> None:
         if self.session is not None:
@@ -172,9 +207,9 @@ class StudioState(traitlets.HasTraits):
         """A measured report arrived (from any thread)."""
         with self._lock:
             self.last_report = report
-            if not any(p.plan == report.plan for p in self.history):
-                point = HistoryPoint(report.plan, report.size_bytes, float(report.metric or 0.0), describe_plan(report.plan))
-                self.history = [*self.history, point]
+            kind = "recovered" if self.recovered else "measured"
+            point = HistoryPoint(report.plan, report.size_bytes, float(report.metric or 0.0), describe_plan(report.plan), kind, self.session)
+            self.add_history([point])
             if report.plan == self.plan:
                 self.eval_report = report
 

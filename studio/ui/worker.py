@@ -114,3 +114,59 @@ class Evaluator:
                     if self._job is None:
                         self._on_busy(False)
                     self._cond.notify_all()
+
+
+class Job:
+    """One long piece of work at a time in a background thread: a sensitivity run, a
+    search, a fine-tuning. ``start(work)`` runs ``work(progress, cancel)``; its result goes
+    to ``on_done``, an error's message to ``on_error``; ``cancel()`` stops it at the
+    engine's next check (then neither is called)."""
+
+    def __init__(
+        self,
+        on_done: Callable[[str, object], None],
+        on_error: Callable[[str, str], None],
+        on_progress: Callable[[int, int], None],
+        on_busy: Callable[[str], None],
+    ) -> None:
+        self._on_done, self._on_error, self._on_progress, self._on_busy = on_done, on_error, on_progress, on_busy
+        self._cancelled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.name = ""
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, name: str, work: Callable[[Callable[[int, int], None], Callable[[], bool]], object]) -> None:
+        if self.running:
+            raise RuntimeError(f"{self.name} is still running: cancel it first")
+        self.name = name
+        self._cancelled = threading.Event()
+        cancelled = self._cancelled
+        self._on_busy(name)
+
+        def run() -> None:
+            try:
+                result = work(self._on_progress, cancelled.is_set)
+                if not cancelled.is_set():
+                    self._on_done(name, result)
+            except Cancelled:
+                pass
+            except Exception as exc:  # shown in the app; the app keeps working
+                if not cancelled.is_set():
+                    self._on_error(name, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+            finally:
+                self._on_busy("")
+
+        self._thread = threading.Thread(target=run, name=f"studio-{name}", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until the work has finished (for tests and scripts)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running

@@ -137,10 +137,10 @@ def test_history_restore_and_newest_wins(app):
     app._history_clicked(trace, Points(), None)
     assert state.plan == Plan().with_layer("fc1", bits=2)
     assert rows["fc1"].bits.value == 2
-    current = app.history.data[2]
+    current = app.history.data[-1]
     assert list(current.x) == [state.history[target].size_bytes / 1000]
-    front = app.history.data[1].customdata
-    assert len(front) >= 1
+    front = app.history.data[-2].customdata
+    assert len(front) >= 1 and all(state.history[i].kind == "measured" for i in app.history.data[0].customdata)
 
 
 def test_bad_upload_shows_a_message_and_the_app_keeps_working(app):

@@ -1,0 +1,126 @@
+"""The Guidance and Recovery panels, headless: heatmap, Fit to budget, fine-tuning."""
+
+import time
+
+import pytest
+
+import studio
+from studio.engine import Plan
+
+
+@pytest.fixture
+def cnn_app():
+    app = studio.Studio()
+    app.model_panel.picker.value = "digits-cnn"
+    assert app.wait(30)
+    yield app
+    app.close()
+
+
+def wait_job(state, timeout=120):
+    assert state.wait_job(timeout)
+    deadline = time.time() + 10
+    while state.job and time.time() < deadline:  # the busy flag clears just after the thread ends
+        time.sleep(0.01)
+
+
+def test_heatmap_estimate_then_measure(cnn_app):
+    app, state = cnn_app, cnn_app.state
+    panel = app.guidance_panel
+    panel.estimate.click()
+    wait_job(state)
+    assert state.sensitivity.mode == "proxy" and "data-mode='proxy'" in panel.heatmap.value
+    assert "an estimate, not a measurement" in panel.heatmap.value
+    panel.measure.click()
+    wait_job(state)
+    table = state.sensitivity
+    assert table.mode == "measured" and len(table.entries) == 4 * 5
+    entry = table.entry("features.7", "bits=3")
+    expected = state.session.evaluate(Plan().with_layer("features.7", bits=3))
+    assert entry.metric == expected.metric
+    assert f"data-value='{entry.drop}'" in panel.heatmap.value and "saves" in panel.heatmap.value
+
+
+def test_fit_to_budget_fills_history_and_restores(cnn_app):
+    app, state = cnn_app, cnn_app.state
+    panel = app.guidance_panel
+    panel.budget_kind.value = "ratio"
+    panel.budget.value = 8
+    panel.fit_button.click()
+    assert panel.cancel.disabled is False
+    wait_job(state)
+    result = state.search_result
+    assert result is not None and state.plan == result.plan
+    assert result.best.compression_ratio >= 8 and "chose" in panel.result.value
+    searched = [i for i, p in enumerate(state.history) if p.kind == "search"]
+    assert len(searched) == len(result.candidates)
+    assert set(app.history.data[1].customdata) == set(searched)  # the search trace
+    assert app.wait(60) and state.eval_report.metric == state.session.evaluate(result.plan).metric
+    state.undo()  # the fit is one undo step
+    assert state.plan != result.plan
+    other = searched[0]
+
+    class Points:
+        point_inds = [0]
+
+    app._history_clicked(app.history.data[1], Points(), None)
+    assert state.plan == state.history[other].plan
+
+
+def test_bad_budgets_explain_and_leave_the_plan(cnn_app):
+    state = cnn_app.state
+    state.set_layer("features.3", bits=4)
+    before = state.plan
+    state.fit(target_ratio=1000.0)
+    wait_job(state)
+    assert "search failed" in state.error and state.plan == before
+    state.error = ""
+    state.fit(max_drop=-0.01)
+    wait_job(state)
+    assert "search failed" in state.error and state.plan == before
+    with pytest.raises(ValueError, match="one budget"):
+        state.fit()
+
+
+def test_recovery_curve_cancel_restart_finish_and_undo():
+    app = studio.Studio()  # digits-mlp
+    assert app.wait(30)
+    state, panel = app.state, app.recovery_panel
+    original = state.session
+    state.set_plan(Plan.uniform(2))
+    assert app.wait(30)
+    before = state.eval_report.metric
+    panel.epochs.value = 40
+    panel.start.click()
+    deadline = time.time() + 60
+    while not state.epochs and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.epochs and panel.curve is not None and len(panel.curve.data[0].x) >= 1  # the curve follows
+    panel.cancel.click()
+    wait_job(state)
+    assert state.session is original and state.plan == Plan.uniform(2)  # a cancelled run changes nothing
+    panel.epochs.value = 3
+    panel.start.click()
+    wait_job(state)
+    assert state.session is not original and state.recovered.startswith("qat, 3 epochs")
+    assert state.plan == Plan.uniform(2) and len(panel.curve.data[1].y) == 1 + 3
+    assert app.wait(60)
+    recovered = state.eval_report.metric
+    assert recovered > before + 0.05  # 2-bit weights: QAT wins a lot back
+    assert any(p.kind == "recovered" for p in state.history) and "recovered model" in panel.summary.value
+    assert state.eval_report.metric == studio.Session(state.session.recipe().model, studio.load_sample("digits-mlp").eval_data).evaluate(Plan.uniform(2)).metric
+    panel.undo.click()
+    assert state.session is original and not state.recovered and state.plan == Plan.uniform(2)
+    app.close()
+
+
+def test_students_are_for_samples_only(mlp_session):
+    from studio.ui.state import StudioState
+
+    state = StudioState(evaluate=False)
+    state.load(mlp_session, "your model")
+    with pytest.raises(ValueError, match="training data"):
+        state.recover()
+    state.train_data = studio.load_sample("digits-mlp").train_data
+    with pytest.raises(ValueError, match="sample architectures"):
+        state.recover(width=0.5)
