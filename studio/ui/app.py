@@ -155,7 +155,7 @@ class Studio(W.VBox):
 
     def _show_history(self) -> None:
         points = self.state.history
-        current = next((i for i, p in enumerate(points) if p.plan == self.state.plan), None)
+        current = next((i for i, p in enumerate(points) if p.plan == self.state.plan and p.session in (None, self.state.session)), None)
         update_history(self.history, points, current)
 
     def _history_clicked(self, trace: Any, points: Any, _selector: Any) -> None:

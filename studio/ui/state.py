@@ -88,10 +88,11 @@ class StudioState(LongWork):
         self.evaluator = Evaluator(self.accept, self._failed, self._busy, self._progressed) if evaluate else None
 
     # -- loading ----------------------------------------------------------------
-    def load(self, session: Session, source: str, train_data: Any = None, teacher: str = "", keep_history: bool = False) -> None:
+    def load(self, session: Session, source: str, train_data: Any = None, teacher: str = "", keep_history: bool = False, plan: Plan | None = None) -> None:
         """Switch to a new model; the plan starts in float. ``train_data`` is what recovery may
         train on, ``teacher`` a sample name whose narrower students recovery may distil.
-        History starts anew with the measured float model, unless ``keep_history``."""
+        History starts anew with the measured float model, unless ``keep_history``; ``plan``
+        is the first plan (float by default)."""
         with self._lock, self.hold_trait_notifications():  # observers see the new model whole
             self._undo.clear()
             self._redo.clear()
@@ -109,7 +110,7 @@ class StudioState(LongWork):
                 self._opened.clear()
             self.session = session
             self.selected = session.layer_names[0]
-            self._apply(Plan())
+            self._apply(plan or Plan())
             self._opened[id(session)] = (session, source, train_data, teacher, self.recovered)
             if not keep_history:  # the float model was measured when the session was made
                 float_point = HistoryPoint(Plan(), self.size_report.size_bytes, session.baseline_metric, describe_plan(Plan()), session=session)
@@ -167,17 +168,17 @@ class StudioState(LongWork):
             raise StudioError(f"there is no history point {index}")
         point = self.history[index]
         if point.session is not None and point.session is not self.session:
-            self._switch_back(point.session)
+            self._switch_back(point.session, point.plan)
         self.set_plan(point.plan)
         self._coalesce = None
 
-    def _switch_back(self, session: Session) -> None:
+    def _switch_back(self, session: Session, plan: Plan) -> None:
         """Bring back a model this history measured (one from before or after a recovery)."""
         if id(session) not in self._opened:
             raise StudioError("that point was measured on a model that is no longer open")
         _, source, train, teacher, recovered = self._opened[id(session)]
-        self.load(session, source, train_data=train, teacher=teacher, keep_history=True)
         self.recovered = recovered
+        self.load(session, source, train_data=train, teacher=teacher, keep_history=True, plan=plan)
 
     def add_history(self, points: list[HistoryPoint]) -> None:
         """Add measured points (e.g. a search's candidates) that are not in History yet."""

@@ -94,8 +94,7 @@ class LongWork(traitlets.HasTraits):
             return
         session, source, plan, train, teacher = self._before_recovery.pop()
         self.recovered = ""
-        self.load(session, source, train_data=train, teacher=teacher, keep_history=True)  # type: ignore[attr-defined]
-        self.set_plan(plan)  # type: ignore[attr-defined]
+        self.load(session, source, train_data=train, teacher=teacher, keep_history=True, plan=plan)  # type: ignore[attr-defined]
         self.can_undo_recovery = bool(self._before_recovery)
 
     # -- the job's callbacks (worker thread) ----------------------------------------------
@@ -158,6 +157,5 @@ class LongWork(traitlets.HasTraits):
         source = f"{before[1]} (recovered: {label})"
         self._before_recovery.append(before)
         self.recovered = label  # before loading: the new model's points are "recovered"
-        self.load(session, source, train_data=before[3], teacher=before[4] if width >= 1 else "", keep_history=True)  # type: ignore[attr-defined]
-        self.set_plan(rec.plan)  # type: ignore[attr-defined]
+        self.load(session, source, train_data=before[3], teacher=before[4] if width >= 1 else "", keep_history=True, plan=rec.plan)  # type: ignore[attr-defined]
         self.can_undo_recovery = True

@@ -18,6 +18,14 @@ from voila_harness import CHROMIUM, ROOT, launch_browser, open_app, shown_bytes,
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts"
 
+# History points by their marker colour (figures.HISTORY_KINDS); Plotly does not name its traces in the page.
+MEASURED = ".studio-panel-history .scatterlayer path.point[style*='154, 165, 177']"
+SEARCHED = ".studio-panel-history .scatterlayer path.point[style*='112, 72, 232']"
+RECOVERED = ".studio-panel-history .scatterlayer path.point[style*='47, 158, 68']"
+FRONT = ".studio-panel-history .scatterlayer path.point[style*='31, 111, 209']"
+CURVE_LOSS = ".studio-panel-recovery .scatterlayer path.point[style*='134, 142, 150']"
+CURVE_METRIC = ".studio-panel-recovery .scatterlayer path.point[style*='47, 158, 68']"
+
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError(f"{CHROMIUM} is missing in CI; `make test` should have installed it")
@@ -80,8 +88,8 @@ def test_pick_move_restore_download(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "studio-1280x800.png"), full_page=True)
 
     # click the float plan's point in the history to restore it
-    page.wait_for_selector(".studio-panel-history .scatterlayer .trace:first-child path.point", timeout=10_000)
-    point = page.locator(".studio-panel-history .scatterlayer .trace:first-child path.point").first
+    page.wait_for_selector(MEASURED, timeout=10_000)
+    point = page.locator(MEASURED).first
     point.scroll_into_view_if_needed()
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -150,10 +158,99 @@ def test_every_sample_in_the_browser(page, name):
     page.wait_for_selector(f".studio-panel-histogram .gtitle:has-text('{second}: int3')", timeout=15_000)
     # Metrics: per-layer bars list every layer; History: the float plan and this one
     assert page.locator(".studio-barrow").count() == len(session.layer_names)
-    page.wait_for_function("() => document.querySelectorAll('.studio-panel-history .scatterlayer .trace:first-child path.point').length >= 2", timeout=15_000)
+    page.wait_for_function("sel => document.querySelectorAll(sel).length >= 2", arg=MEASURED, timeout=15_000)
     # Export: the studio file, verified in its runtime, is exactly the estimated size
     page.select_option(".studio-format select", label="studio (compressed)")
     page.click(".studio-export")
     page.wait_for_selector(f".studio-verify td[data-bytes='{expected.size_bytes}']", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / f"studio-{name}.png"), full_page=True)
+    page.select_option(".studio-format select", label="plan (JSON)")
+
+
+def test_sensitivity_and_fit_to_budget_in_the_browser(page):
+    sample = studio.load_sample("digits-cnn")
+    session = studio.Session(sample.model, sample.eval_data)
+    page.select_option(".studio-picker select", "digits-cnn")
+    page.wait_for_selector(".studio-model-info:has-text('digits-cnn')", timeout=30_000)
+    page.wait_for_selector(".studio-busy-off", timeout=30_000)
+    # the heatmap: every layer x 5 bit widths, measured
+    page.click(".studio-measure")
+    page.wait_for_selector(".studio-heat[data-mode=measured]", timeout=120_000)
+    assert page.locator(".studio-heat tr").count() == 1 + len(session.layer_names)
+    cell = page.locator(".studio-heat tr:has-text('features.7') td").nth(1)  # 3 bits
+    expected = session.evaluate(Plan().with_layer("features.7", bits=3))
+    assert float(cell.get_attribute("data-value")) == pytest.approx(-(expected.metric - expected.baseline_metric), abs=1e-6)
+    assert "saves" in cell.get_attribute("title")
+    # Fit to budget: at least 8x smaller; the searched front appears in History
+    page.select_option(".studio-panel-guidance .widget-dropdown select", label="size ratio (×)")
+    page.fill(".studio-budget input", "8")
+    page.press(".studio-budget input", "Enter")
+    page.click(".studio-fit")
+    page.wait_for_selector(".studio-search", timeout=180_000)
+    ratio = float(page.get_attribute(".studio-search", "data-ratio"))
+    assert ratio >= 8
+    page.wait_for_function("sel => document.querySelectorAll(sel).length > 3", arg=SEARCHED, timeout=30_000)
+    page.wait_for_selector(".studio-metric-value[data-state=measured]", timeout=60_000)
+    shown = float(page.get_attribute(".studio-metric-value[data-state=measured]", "data-value"))
+    page.screenshot(path=str(ARTIFACTS / "studio-guidance.png"), full_page=True)
+    assert page.locator(FRONT).count() >= 2  # the front now holds searched plans
+    # restore a searched point: the numbers shown are the engine's for that plan
+    chosen_bytes = shown_bytes(page)
+    for i in range(page.locator(SEARCHED).count()):  # the chosen plan's own point lies under the star
+        point = page.locator(SEARCHED).nth(i)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(1000)
+        if shown_bytes(page) != chosen_bytes:
+            break
+    restored_bytes = shown_bytes(page)
+    assert restored_bytes != chosen_bytes
+    page.wait_for_selector(".studio-busy-off", timeout=30_000)
+    restored_metric = shown_metric(page)
+    assert any(abs(restored_metric - m) < 1e-6 for m in [session.evaluate(p).metric for p in _searched_plans(session, restored_bytes)])
+
+
+def _searched_plans(session, size_bytes):
+    """Plans of the search that have this size (the GUI ran the same deterministic search)."""
+    result = session.search(target_size=8.0)
+    return [c.plan for c in result.candidates if c.size_bytes == size_bytes]
+
+
+def test_recovery_in_the_browser(page, tmp_path):
+    page.select_option(".studio-picker select", "digits-mlp")
+    page.wait_for_selector(".studio-model-info:has-text('digits-mlp')", timeout=30_000)
+    page.wait_for_selector(".studio-busy-off", timeout=30_000)
+    page.select_option(".studio-preset select", "16x8")
+    handle = page.locator(".studio-all-bits [role=slider]")
+    handle.focus()
+    press(handle, "Home")  # every layer at 2 bits
+    page.wait_for_selector(".studio-row-0 .studio-bits .widget-readout:has-text('2')", timeout=10_000)
+    page.wait_for_selector(".studio-busy-off", timeout=30_000)
+    before = shown_metric(page)
+    page.fill(".studio-epochs input", "60")
+    page.press(".studio-epochs input", "Enter")
+    page.click(".studio-start-recovery")
+    page.wait_for_selector(".studio-panel-recovery .js-plotly-plot", timeout=60_000)
+    page.wait_for_function("sel => document.querySelectorAll(sel).length >= 1", arg=CURVE_LOSS, timeout=60_000)
+    page.click(".studio-cancel-recovery")
+    page.wait_for_selector(".studio-start-recovery:not([disabled])", timeout=30_000)
+    assert page.locator(".studio-recovered").count() == 0  # cancelled: nothing changed
+    page.fill(".studio-epochs input", "3")
+    page.press(".studio-epochs input", "Enter")
+    page.click(".studio-start-recovery")
+    page.wait_for_selector(".studio-recovered", timeout=120_000)
+    page.wait_for_function("sel => document.querySelectorAll(sel).length === 4", arg=CURVE_METRIC, timeout=30_000)
+    page.wait_for_selector(".studio-busy-off", timeout=60_000)
+    after = shown_metric(page)
+    assert after > before
+    page.wait_for_selector(RECOVERED, timeout=30_000)  # ▲ recovered
+    page.screenshot(path=str(ARTIFACTS / "studio-recovery.png"), full_page=True)
+    # the recovered model exports and verifies like any other
+    page.select_option(".studio-format select", label="studio (compressed)")
+    page.click(".studio-export")
+    page.wait_for_selector(".studio-verify td[data-metric]", timeout=60_000)
+    assert float(page.get_attribute(".studio-verify td[data-metric]", "data-metric")) == pytest.approx(after, abs=1e-6)
+    page.click(".studio-undo-recovery")
+    page.wait_for_function("() => !document.querySelector('.studio-recovered')", timeout=30_000)
     page.select_option(".studio-format select", label="plan (JSON)")

@@ -124,3 +124,27 @@ def test_students_are_for_samples_only(mlp_session):
     state.train_data = studio.load_sample("digits-mlp").train_data
     with pytest.raises(ValueError, match="sample architectures"):
         state.recover(width=0.5)
+
+
+def test_history_points_restore_the_model_they_were_measured_on():
+    app = studio.Studio()
+    assert app.wait(30)
+    state = app.state
+    original = state.session
+    state.set_plan(Plan.uniform(3))
+    assert app.wait(30)
+    state.recover(epochs=1)
+    wait_job(state)
+    assert app.wait(60)
+    recovered = state.session
+    # the star marks the recovered model's point, not the same plan measured before recovery
+    star = app.history.data[-1]
+    index = next(i for i, p in enumerate(state.history) if p.plan == Plan.uniform(3) and p.session is recovered)
+    assert list(star.y) == [100 * state.history[index].metric]
+    assert not any(p.kind == "recovered" and p.plan == Plan() for p in state.history)  # no float point of the trained weights
+    before = next(i for i, p in enumerate(state.history) if p.plan == Plan.uniform(3) and p.session is original)
+    state.restore(before)
+    assert state.session is original and not state.recovered
+    state.restore(index)
+    assert state.session is recovered and state.recovered
+    app.close()
