@@ -17,10 +17,8 @@ to even, as the studio's activation quantizer does.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -65,31 +63,14 @@ def onnx_layer_runtime(spec: LayerSpec) -> LayerRuntime:
     return LayerRuntime(f"{store} QDQ", True, native, note + prune + act)
 
 
-def _input_names(inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, dict[int, str]]]:
-    if isinstance(inputs, torch.Tensor):
-        args, names = (inputs,), ["input"]
-    elif isinstance(inputs, Mapping):
-        args, names = (), list(inputs)
-    else:
-        args, names = tuple(inputs), [f"input_{i}" for i in range(len(inputs))]
-    return args, names, {n: {0: "batch"} for n in names}
-
-
 def _export_float(session: "Session") -> "Any":
-    import onnx
+    """The session's float model (BatchNorm folded) as ONNX, whatever form its inputs take."""
+    from .onnx_trace import export_float_onnx
 
-    model = session.float_model()
-    sample = session.example_inputs()
-    args, names, axes = _input_names(sample)
-    kwargs = dict(sample) if isinstance(sample, Mapping) else None
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, args, buf, kwargs=kwargs, dynamo=False, opset_version=OPSET, do_constant_folding=False,
-            input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
-        )
-    return onnx.load_from_string(buf.getvalue())
+    return export_float_onnx(
+        session.float_model(), session.example_inputs(), opset=OPSET,
+        input_mode=getattr(session, "input_mode", "kwargs"), output_fn=session.output_fn,
+    )
 
 
 class _Graph:

@@ -73,17 +73,45 @@ def _torch_runner(session: "Session", model: torch.nn.Module) -> Callable[[], li
     return run
 
 
+SESSION_CONFIG_KEY = "studio.ort_session_config"
+
+
+def ort_session_config(data: bytes) -> dict[str, str]:
+    """The ONNX Runtime session options an export asks for in its metadata (none for most)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    raw = meta.get(SESSION_CONFIG_KEY)
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError(f"the ONNX file's {SESSION_CONFIG_KEY} metadata is not JSON") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"the ONNX file's {SESSION_CONFIG_KEY} metadata must be a JSON object")
+    return {str(k): str(v) for k, v in config.items()}
+
+
 def _onnx_runner(data: bytes) -> Callable[[Any], Callable[[], list[torch.Tensor]]]:
+    """Run the file in ONNX Runtime (CPU) with the session options its metadata records.
+
+    Feeds are matched to the graph's inputs by name; inputs the traced graph does not use
+    (the exporter drops them) are left out.
+    """
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    for key, value in ort_session_config(data).items():
+        options.add_session_config_entry(key, value)
+    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
 
     def feeds(inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, torch.Tensor):
             return {names[0]: inputs.numpy()}
         if isinstance(inputs, Mapping):
-            return {k: v.numpy() for k, v in inputs.items()}
+            return {k: v.numpy() for k, v in inputs.items() if k in names}
         return {n: v.numpy() for n, v in zip(names, inputs)}
 
     def make(session: "Session") -> Callable[[], list[torch.Tensor]]:
