@@ -92,12 +92,10 @@ class _Graph:
         return next((n for n in self.g.node if tensor in n.output), None)
 
     def add_init(self, name: str, array: np.ndarray, dtype: int | None = None) -> None:
-        from onnx import helper, numpy_helper
+        from .onnx_graph import make_initializer
 
-        if dtype is None:
-            self.g.initializer.append(numpy_helper.from_array(array, name))
-        else:  # INT4/UINT4: make_tensor packs the values
-            self.g.initializer.append(helper.make_tensor(name, dtype, array.shape, array.flatten().tolist()))
+        # INT4/UINT4 (``dtype`` given): two codes a byte in raw_data, not one varint each
+        self.g.initializer.append(make_initializer(name, array, int4=dtype is not None))
 
     def insert_before(self, node: Any, new: Any) -> None:
         nodes = list(self.g.node)
@@ -199,23 +197,36 @@ def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out:
 
 
 def export_onnx(session: "Session", plan: Plan) -> bytes:
-    """The ONNX bytes of ``plan`` applied to the session's model."""
+    """The ONNX bytes of ``plan`` applied to the session's model.
+
+    Layers missing from the traced graph (defined but never called, or cut off by the
+    scored output) are left out and named in the file's ``studio.notes`` metadata. The
+    ONNX Runtime session options the file needs are recorded in its metadata (see
+    ``onnx_meta``): exact double Q/DQ always, and constant-folded weight dequantization
+    when no layer quantizes activations (weight-only QDQ then runs at float speed).
+    """
     import onnx
+
+    from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
+    from .verify import plan_metadata
 
     model = _export_float(session)
     graph = _Graph(model.graph)
     results = session.compress_plan(plan)
     acts = session.activation_params(plan)
-    for info in session.layers:
+    traced = [info for info in session.layers if (f"{info.name}.weight" if info.name else "weight") in graph.inits]
+    notes = [
+        f"layer {info.name} is not in the traced graph (never called, or not needed for the scored output); "
+        "the file leaves it out" for info in session.layers if info not in traced
+    ]
+    for info in traced:
         graph.inits = {init.name: init for init in model.graph.initializer}
         _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape)
-    for info in session.layers:
+    for info in traced:
         if info.name in acts:
             q_in, q_out = acts[info.name]
             _quantize_activations(graph, info.name, info.kind, q_in, q_out, info.has_bias)
-    from .verify import plan_metadata
-
-    for key, value in plan_metadata(plan).items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    config = dict(EXACT_QDQ) if acts else {**EXACT_QDQ, **FOLD_DEQUANTIZE}
+    set_metadata(model, {**plan_metadata(plan), FORMAT_KEY: "onnx", SESSION_CONFIG_KEY: config, NOTES_KEY: notes})
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -22,13 +22,13 @@ has no int16 convolution or matmul kernels on CPU).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .onnx_graph import MS_DOMAIN, Graph
+from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, LAYERS_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
 from .onnx_weights import integer_codes, store_folded, store_int8
 
 if TYPE_CHECKING:
@@ -40,14 +40,11 @@ if TYPE_CHECKING:
 
 FORMAT = "onnx-fast"
 MIN_INT_FAN_IN = 16
-NOTES_KEY = "studio.notes"
-LAYERS_KEY = "studio.layers"
-SESSION_CONFIG_KEY = "studio.ort_session_config"
 INT32_LIMIT = 2**31 - 1
 # ORT's own QDQ rewrites would turn the fake-quantized float layers back into (slower,
 # re-quantized) integer ones, and its DoubleQDQPairsRemover would merge Q->DQ->Q->DQ
 # chains onto one new grid (other numbers); the file is already laid out for the CPU kernels.
-SESSION_CONFIG = {"session.disable_quant_qdq": "1", "session.disable_double_qdq_remover": "1"}
+SESSION_CONFIG = {**FOLD_DEQUANTIZE, **EXACT_QDQ}
 
 
 @dataclass
@@ -217,15 +214,21 @@ def build_fast(
     weights: Mapping[str, "CompressedWeight"],
     acts: Mapping[str, tuple[Any, Any]],
     metadata: Mapping[str, str] | None = None,
+    shrink: bool = True,
 ) -> tuple[Any, dict[str, str]]:
     """Rewrite a float ONNX ModelProto (the folded model, traced) in place for ONNX Runtime.
 
     ``weights`` maps layer names to the compressed weights, ``acts`` to the (input,
     output) activation parameters of layers with quantized activations. Returns the
-    model and, per layer, how it runs (or why it was skipped).
+    model and, per layer, how it runs (or why it was skipped). With ``shrink``,
+    structured-pruned channels are removed where that is exact (``onnx_prune``).
     """
     from .onnx_islands import integer_islands
+    from .onnx_prune import shrink_structured
 
+    shrunk: dict[str, str] = {}
+    if shrink:
+        layers, weights, shrunk = shrink_structured(model, layers, weights, acts)
     graph = Graph(model)
     qz = Quantizers(graph)
     how: dict[str, str] = {}
@@ -243,22 +246,14 @@ def build_fast(
             stored = _float_layer(graph, qz, site, result, pair)
             act = "" if pair is None else "; activations fake-quantized (Q/DQ)"
             how[info.name] = f"float kernel on {stored} dequantized at load ({why_not}){act}"
+    for name, what in shrunk.items():
+        how[name] = f"{how[name]}; structured pruning: {what}"
     integer_islands(graph)
     graph.commit()
-    notes = {LAYERS_KEY: json.dumps(how), SESSION_CONFIG_KEY: json.dumps(SESSION_CONFIG)}
-    for key, value in {**notes, **(metadata or {})}.items():
-        _set_meta(model, key, value)
+    notes = [f"layer {name} is not in the traced graph; the file leaves it out" for name, h in how.items() if h.startswith("skipped")]
+    entries = {FORMAT_KEY: FORMAT, LAYERS_KEY: how, NOTES_KEY: notes, SESSION_CONFIG_KEY: SESSION_CONFIG}
+    set_metadata(model, {**entries, **(metadata or {})})
     return model, how
-
-
-def _set_meta(model: Any, key: str, value: str) -> None:
-    from onnx import StringStringEntryProto
-
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    model.metadata_props.append(StringStringEntryProto(key=key, value=value))
 
 
 def export_onnx_fast(session: "Session", plan: "Plan") -> bytes:
@@ -279,7 +274,6 @@ def export_onnx_fast(session: "Session", plan: "Plan") -> bytes:
         session.float_model(), session.example_inputs(), opset=OPSET,
         input_mode=getattr(session, "input_mode", "kwargs"), output_fn=session.output_fn,
     )
-    meta = {**plan_metadata(plan), "studio.format": FORMAT}
-    model, _ = build_fast(model, session.layers, weights, acts, meta)
+    model, _ = build_fast(model, session.layers, weights, acts, plan_metadata(plan))
     onnx.checker.check_model(model)
     return model.SerializeToString()

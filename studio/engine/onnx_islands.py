@@ -124,6 +124,9 @@ def _relu_later(graph: Graph, relu: Any) -> bool:
     users = graph.consumers(relu.output[0])
     if len(users) != 1 or relu.output[0] in graph.outputs:
         return False
+    source = graph.producer(relu.input[0])
+    if source is None or source.op_type != "DequantizeLinear":  # float Conv+Relu: leave it to ORT's fusions
+        return False
     op = users[0]
     if op.op_type not in ORDER_PRESERVING or op.input[0] != relu.output[0] or len(op.output) != 1:
         return False

@@ -73,26 +73,6 @@ def _torch_runner(session: "Session", model: torch.nn.Module) -> Callable[[], li
     return run
 
 
-SESSION_CONFIG_KEY = "studio.ort_session_config"
-
-
-def ort_session_config(data: bytes) -> dict[str, str]:
-    """The ONNX Runtime session options an export asks for in its metadata (none for most)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-    raw = meta.get(SESSION_CONFIG_KEY)
-    if not raw:
-        return {}
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ValueError(f"the ONNX file's {SESSION_CONFIG_KEY} metadata is not JSON") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"the ONNX file's {SESSION_CONFIG_KEY} metadata must be a JSON object")
-    return {str(k): str(v) for k, v in config.items()}
-
-
 def _onnx_runner(data: bytes) -> Callable[[Any], Callable[[], list[torch.Tensor]]]:
     """Run the file in ONNX Runtime (CPU) with the session options its metadata records.
 
@@ -101,8 +81,10 @@ def _onnx_runner(data: bytes) -> Callable[[Any], Callable[[], list[torch.Tensor]
     """
     import onnxruntime as ort
 
+    from .onnx_meta import session_config
+
     options = ort.SessionOptions()
-    for key, value in ort_session_config(data).items():
+    for key, value in session_config(data).items():
         options.add_session_config_entry(key, value)
     sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
