@@ -1,0 +1,213 @@
+"""Latency of exported plans in ONNX Runtime (CPU) against the float model, and their accuracy.
+
+For each model x plan x export (``onnx``: standard QDQ; ``onnx-fast``: the layout for ORT's
+CPU kernels), prints one eval pass's latency of the float model and of the compressed
+file in the same runtime (the float model is the plain float ONNX export), the speedup,
+and the file's measured metric against the studio's figure for the plan (delta in
+percentage points). Sessions use the ORT options each file records in its metadata.
+Timings interleave float and compressed passes (rounds x one pass each) and report the
+median; with ``--cpu-time`` (single thread) they measure process CPU time instead of wall
+time, which a busy shared machine disturbs less.
+
+    python benchmarks/bench_latency.py [--quick] [--large] [--threads N] [--rounds R] [--cpu-time]
+
+``--large`` adds ResNet-18 (torchvision's definition, random weights, BatchNorm statistics
+from random images, 32 random 224x224 images) and BERT-base
+(``BertForSequenceClassification(BertConfig())``, random weights, 32 x 64 random token ids);
+their metric is top-1 agreement with the float model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import studio  # noqa: E402
+from studio import Plan  # noqa: E402
+from studio.engine.export import export_bytes  # noqa: E402
+from studio.engine.onnx_integer import export_onnx_fast  # noqa: E402
+from studio.engine.onnx_meta import session_config  # noqa: E402
+
+EXPORTS: dict[str, Callable[[studio.Session, Plan], bytes]] = {
+    "onnx": lambda session, plan: export_bytes(session, plan, "onnx")[0],
+    "onnx-fast": export_onnx_fast,
+}
+
+
+# -- ResNet-18 (torchvision's architecture) ----------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """torchvision.models.resnet18 (layers=(2, 2, 2, 2), width=64) and smaller variants."""
+
+    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64, classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, cin = [], width
+        for i, blocks in enumerate(layers):
+            cout = width * 2**i
+            stage = [BasicBlock(cin, cout, 1 if i == 0 else 2)] + [BasicBlock(cout, cout) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(cin, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet18_session(images: int = 32, size: int = 224, batch: int = 8) -> studio.Session:
+    torch.manual_seed(0)
+    model = ResNet()
+    model.train()  # BatchNorm statistics from random images, so that activations stay normalised
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model(torch.randn(16, 3, size, size))
+    model.eval()
+    return studio.Session(model, (torch.randn(images, 3, size, size), None), batch_size=batch)
+
+
+def bert_base_session() -> studio.Session:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig()
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = torch.randint(0, config.vocab_size, (32, 64))
+    return studio.Session(model, ({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, None), batch_size=32)
+
+
+# -- plans and timing --------------------------------------------------------------------------
+def plans(session: studio.Session, quick: bool) -> dict[str, Plan]:
+    names = session.layer_names
+    out = {"full-integer": Plan.preset("full-integer", session), "dynamic-range": Plan.preset("dynamic-range", session)}
+    if quick:
+        return out
+    out["mixed-3/4/8+prune"] = Plan.uniform(8).with_layer(names[0], bits=3).with_layer(names[1], bits=4, prune=0.5)
+    out["structured-50%"] = Plan.uniform(8).with_all(prune=0.5, prune_method="structured")
+    out["structured-50%+int8act"] = Plan.preset("full-integer", session).with_all(prune=0.5, prune_method="structured")
+    return out
+
+
+class Runner:
+    """One ORT session over the eval batches, with the options its file records."""
+
+    def __init__(self, data: bytes, session: studio.Session, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        for key, value in session_config(data).items():
+            options.add_session_config_entry(key, value)
+        self.sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        names = {i.name for i in self.sess.get_inputs()}
+        self.feeds = []
+        for x, _ in session.batches():
+            if isinstance(x, dict):
+                self.feeds.append({k: v.numpy() for k, v in x.items() if k in names})
+            else:
+                self.feeds.append({next(iter(names)): x.numpy()})
+
+    def outputs(self) -> list[torch.Tensor]:
+        return [torch.from_numpy(self.sess.run(None, f)[0]) for f in self.feeds]
+
+    def one_pass(self) -> None:
+        for f in self.feeds:
+            self.sess.run(None, f)
+
+
+def interleaved(runners: list[Runner], rounds: int, clock: Callable[[], float]) -> list[float]:
+    times: list[list[float]] = [[] for _ in runners]
+    for runner in runners:
+        runner.one_pass()  # warm-up
+    for _ in range(rounds):
+        for i, runner in enumerate(runners):
+            start = clock()
+            runner.one_pass()
+            times[i].append((clock() - start) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def bench_model(name: str, session: studio.Session, args: Any) -> None:
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    float_bytes = export_bytes(session, Plan(), "onnx")[0]
+    for plan_name, plan in plans(session, args.quick).items():
+        studio_metric = session.evaluate(plan).metric
+        for fmt in args.exports.split(","):
+            data = EXPORTS[fmt](session, plan)
+            runners = [Runner(float_bytes, session, args.threads), Runner(data, session, args.threads)]
+            metric = session.score(runners[1].outputs())[0]
+            float_ms, ms = interleaved(runners, args.rounds, clock)
+            print(
+                f"{name:14} {plan_name:23} {fmt:9} {float_ms:9.1f} {ms:9.1f} {float_ms / ms:7.2f}x "
+                f"{100 * studio_metric:8.2f} {100 * metric:8.2f} {100 * (metric - studio_metric):+6.2f}",
+                flush=True,
+            )
+            del runners, data
+            gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", default=",".join(studio.list_samples()))
+    parser.add_argument("--exports", default="onnx,onnx-fast")
+    parser.add_argument("--quick", action="store_true", help="full-integer and dynamic-range only, 3 rounds")
+    parser.add_argument("--large", action="store_true", help="also ResNet-18 and BERT-base")
+    parser.add_argument("--only-large", action="store_true", help="ResNet-18 and BERT-base only")
+    parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: ORT's default)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--cpu-time", action="store_true", help="process CPU time (use with --threads 1)")
+    args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 15
+    mode = f"{'cpu time, ' if args.cpu_time else ''}threads={args.threads or 'ORT default'}, median of {args.rounds} rounds"
+    print(f"{'model':14} {'plan':23} {'export':9} {'float ms':>9} {'file ms':>9} {'speedup':>8} {'studio %':>8} {'file %':>8} {'Δ pp':>6}   ({mode})")
+    if not args.only_large:
+        for name in args.samples.split(","):
+            sample = studio.load_sample(name)
+            bench_model(name, studio.Session(sample.model, sample.eval_data), args)
+    if args.large or args.only_large:
+        for name, make in (("resnet-18", resnet18_session), ("bert-base", bert_base_session)):
+            session = make()
+            bench_model(name, session, args)
+            del session
+            gc.collect()
+
+
+if __name__ == "__main__":
+    main()
