@@ -103,7 +103,14 @@ class _Graph:
         self.g.node.insert(idx, new)
 
 
-def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...]) -> None:
+def _quantize_weight(
+    graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...], input_scale: float | None = None
+) -> None:
+    """Replace the layer's float weight by its stored form and a DequantizeLinear (or Cast).
+
+    With ``input_scale`` (the layer's input is quantized, so ORT will add the bias on an
+    int32 accumulator), all-zero channels get the scale of ``integer_kernel_scales``.
+    """
     from onnx import TensorProto, helper
 
     key = f"{name}.weight" if name else "weight"
@@ -133,6 +140,13 @@ def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_sh
     q_name, s_name, z_name = graph.fresh(key + "_q"), graph.fresh(key + "_scale"), graph.fresh(key + "_zp")
     graph.add_init(q_name, codes.astype(npdtype), dtype if small else None)
     scale = u.scale.numpy().astype(np.float32)
+    bias_key = f"{name}.bias" if name else "bias"
+    if input_scale is not None and bias_key in graph.inits and spec.symmetric:
+        from onnx import numpy_helper
+
+        from .onnx_weights import integer_kernel_scales
+
+        scale = integer_kernel_scales(result, numpy_helper.to_array(graph.inits[bias_key]), input_scale)
     zp = u.zero_point.numpy().astype(npdtype)
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
@@ -221,7 +235,9 @@ def export_onnx(session: "Session", plan: Plan) -> bytes:
     ]
     for info in traced:
         graph.inits = {init.name: init for init in model.graph.initializer}
-        _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape)
+        q_in = acts.get(info.name, (None, None))[0]
+        scale = q_in.scale if q_in is not None and q_in.qmax <= 255 else None
+        _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape, scale)
     for info in traced:
         if info.name in acts:
             q_in, q_out = acts[info.name]

@@ -29,7 +29,7 @@ import numpy as np
 
 from .onnx_graph import MS_DOMAIN, Graph
 from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, LAYERS_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
-from .onnx_weights import integer_codes, store_folded, store_int8
+from .onnx_weights import integer_codes, integer_kernel_scales, store_folded, store_int8
 
 if TYPE_CHECKING:
     from .activations import ActQParams
@@ -132,6 +132,11 @@ def _int32_bias(graph: Graph, site: Site, q_in: "ActQParams", w_scale: np.ndarra
     return np.round(bias).astype(np.int32)
 
 
+def _kernel_scales(graph: Graph, site: Site, result: "CompressedWeight", q_in: "ActQParams") -> np.ndarray:
+    bias = graph.constant(site.bias) if site.bias is not None and site.node.op_type == "Conv" else None
+    return integer_kernel_scales(result, bias, q_in.scale)
+
+
 def runs_integer(graph: Graph, site: Site, result: "CompressedWeight", pair: tuple[Any, Any] | None) -> str | None:
     """Why the layer cannot run an integer kernel (None when it can)."""
     spec = result.spec
@@ -153,7 +158,7 @@ def runs_integer(graph: Graph, site: Site, result: "CompressedWeight", pair: tup
         return f"fan-in {fan_in} < {MIN_INT_FAN_IN}: the float kernel is faster"
     if site.node.op_type == "Conv":
         try:
-            _int32_bias(graph, site, pair[0], result.uniform.scale.numpy())
+            _int32_bias(graph, site, pair[0], _kernel_scales(graph, site, result, pair[0]))
         except OverflowError:
             return "the bias does not fit int32 on the accumulator's grid"
     return None
@@ -165,7 +170,7 @@ def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: "Compressed
     s_in, z_in = qz.scale_zp(q_in)
     s_out, z_out = qz.scale_zp(q_out)
     x_q = qz.quantize(node.input[0], q_in, node)
-    w_scale = result.uniform.scale.numpy().astype(np.float32)
+    w_scale = _kernel_scales(graph, site, result, q_in)
     per_tensor = w_scale.size == 1
     scale_arr = w_scale.reshape(()) if per_tensor else w_scale
     s_w = graph.add_init(site.key + "_scale", scale_arr)

@@ -117,3 +117,21 @@ def store_int8(graph: "Graph", base: str, codes: np.ndarray, bits: int, anchor: 
     out = graph.fresh(base)
     graph.insert_before(anchor, graph.node("Cast", [packed], [out], to=TensorProto.INT8))
     return out
+
+
+def integer_kernel_scales(result: "CompressedWeight", bias: np.ndarray | None, input_scale: float) -> np.ndarray:
+    """Weight scales for a kernel that adds the bias on its int32 accumulator (scale input x weight).
+
+    A channel whose codes are all zero (structured-pruned) outputs only its bias, and its
+    scale is free (0 x anything = 0). The studio's placeholder scale 1 would round that bias
+    to a multiple of the input's scale; instead the scale puts the bias at about 2**24 on
+    the accumulator's grid, where float32 represents it to 2**-24 of its size.
+    """
+    scale = result.uniform.scale.numpy().astype(np.float32).copy()
+    if scale.size == 1 or bias is None or result.codes is None:
+        return scale
+    zero = ~(result.codes != 0).any(dim=1).numpy()
+    magnitude = np.abs(bias.astype(np.float64))
+    fine = np.where(magnitude > 0, magnitude / (float(input_scale) * 2.0**24), 1.0).astype(np.float32)
+    scale[zero] = fine[zero]
+    return scale
