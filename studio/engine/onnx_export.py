@@ -244,5 +244,7 @@ def export_onnx(session: "Session", plan: Plan) -> bytes:
             _quantize_activations(graph, info.name, info.kind, q_in, q_out, info.has_bias)
     config = dict(EXACT_QDQ) if acts else {**EXACT_QDQ, **FOLD_DEQUANTIZE}
     set_metadata(model, {**plan_metadata(plan), FORMAT_KEY: "onnx", SESSION_CONFIG_KEY: config, NOTES_KEY: notes})
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    data = model.SerializeToString()
+    del model, graph  # BERT-base: one copy of the graph at a time
+    onnx.checker.check_model(data)
+    return data

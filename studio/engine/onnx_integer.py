@@ -239,8 +239,14 @@ def build_fast(
     how: dict[str, str] = {}
     for info in layers:
         site = find_site(graph, info)
+        key = f"{info.name}.weight" if info.name else "weight"
+        if site is None and key in graph.inits:  # a weight read by several nodes (tied weights)
+            stored = store_folded(graph, key, weights[info.name], info.weight_shape, info.channel_axis)
+            acts_note = "; its activations stay float" if info.name in acts else ""
+            how[info.name] = f"float kernels on {stored} dequantized at load (weight read by several nodes{acts_note})"
+            continue
         if site is None:
-            how[info.name] = "skipped: not in the traced graph (never called, or its weight is shared)"
+            how[info.name] = "skipped: not in the traced graph (never called, or not needed for the scored output)"
             continue
         result, pair = weights[info.name], acts.get(info.name)
         why_not = runs_integer(graph, site, result, pair)
@@ -256,6 +262,7 @@ def build_fast(
     integer_islands(graph)
     graph.commit()
     notes = [f"layer {name} is not in the traced graph; the file leaves it out" for name, h in how.items() if h.startswith("skipped")]
+    notes += [f"layer {name}: its activations are not quantized in the file (weight read by several nodes)" for name, h in how.items() if "stay float" in h]
     entries = {FORMAT_KEY: FORMAT, LAYERS_KEY: how, NOTES_KEY: notes, SESSION_CONFIG_KEY: SESSION_CONFIG}
     set_metadata(model, {**entries, **(metadata or {})})
     return model, how
@@ -280,5 +287,7 @@ def export_onnx_fast(session: "Session", plan: "Plan") -> bytes:
         input_mode=getattr(session, "input_mode", "kwargs"), output_fn=session.output_fn,
     )
     model, _ = build_fast(model, session.layers, weights, acts, plan_metadata(plan))
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+    data = model.SerializeToString()
+    del model  # BERT-base: one copy of the graph at a time
+    onnx.checker.check_model(data)
+    return data

@@ -177,3 +177,82 @@ def test_pruned_channels_keep_their_bias_in_integer_kernels(sessions, name, fmt)
     plan = Plan.preset("full-integer", session).with_all(prune=0.5, prune_method="structured")
     data = export_bytes(session, plan, "onnx")[0] if fmt == "onnx" else export_onnx_fast(session, plan)
     assert abs(run_onnx(data, session) - session.evaluate(plan).metric) <= 0.001
+
+
+class TiedHead(nn.Module):
+    """An embedding whose weight is also the output projection (language-model style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(60, 16)
+        self.head = nn.Linear(16, 60, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids).mean(dim=1))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-fast"])
+def test_a_weight_read_by_two_nodes_is_compressed_for_both(fmt):
+    torch.manual_seed(0)
+    model = TiedHead().eval()
+    ids = torch.randint(0, 60, (400, 6))
+    session = studio.Session(model, (ids, model(ids).argmax(1)))
+    assert session.layer_names == ["embed"]  # the tied weight is one layer
+    plan = Plan.uniform(3)
+    data = export_bytes(session, plan, "onnx")[0] if fmt == "onnx" else export_onnx_fast(session, plan)
+    sess = ort_session(data)
+    outputs = [torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]) for x, _ in session.batches()]
+    assert session.score(outputs)[0] == pytest.approx(session.evaluate(plan).metric, abs=0.003)
+    assert session.evaluate(plan).metric < 0.99  # 3-bit weights do change the answers: the test can tell
+
+
+def test_verify_passes_the_recorded_session_options_to_onnx_runtime(cnn_session, monkeypatch):
+    from studio.engine import verify
+
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(data, options=None, **kwargs):
+        seen.append({k: options.get_session_config_entry(k) for k in ("session.disable_quant_qdq", "session.disable_double_qdq_remover")})
+        return real(data, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    data = export_onnx_fast(cnn_session, Plan.preset("full-integer", cnn_session))
+    verify._onnx_runner(data)
+    assert seen == [{"session.disable_quant_qdq": "1", "session.disable_double_qdq_remover": "1"}]
+
+
+class EveryKind(nn.Module):
+    """Conv1d, a depthwise and a plain Conv2d, ConvTranspose2d, Embedding and Linear in one model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(8, 24, 3, padding=1)
+        self.depthwise = nn.Conv2d(24, 24, 3, padding=1, groups=24)
+        self.conv2d = nn.Conv2d(24, 32, 3, padding=1)
+        self.up = nn.ConvTranspose2d(32, 8, 2, stride=2)
+        self.embed = nn.Embedding(16, 8)
+        self.fc = nn.Linear(8 * 8 * 8 + 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = torch.relu(self.conv1d(x[:, :, :16]))  # (N, 24, 16)
+        image = torch.relu(self.depthwise(seq.reshape(-1, 24, 4, 4)))
+        image = self.up(torch.relu(self.conv2d(image))).flatten(1)  # (N, 8 * 8 * 8)
+        token = self.embed((x[:, 0, 0].abs() * 7).long().clamp(0, 15))
+        return self.fc(torch.cat([image, token], dim=1))
+
+
+@pytest.mark.parametrize("plan_name", ["full-integer", "16x8", "dynamic-range"])
+def test_every_layer_kind_exports_with_the_studio_accuracy(plan_name):
+    torch.manual_seed(0)
+    model = EveryKind().eval()
+    x = torch.randn(400, 8, 16)
+    session = studio.Session(model, (x, model(x).argmax(1)))
+    plan = Plan.preset(plan_name, session)
+    data = export_onnx_fast(session, plan)
+    assert abs(run_onnx(data, session) - session.evaluate(plan).metric) <= 0.003
+    notes = layer_notes(data)
+    if plan_name == "full-integer":
+        assert notes["conv1d"].startswith("integer kernel") and notes["conv2d"].startswith("integer kernel")
+        assert "fan-in 9" in notes["depthwise"] and "ConvTranspose" in notes["up"]
