@@ -35,14 +35,12 @@ from torch import nn  # noqa: E402
 
 import studio  # noqa: E402
 from studio import Plan  # noqa: E402
-from studio.engine.export import export_bytes  # noqa: E402
+from studio.engine.onnx_export import export_onnx  # noqa: E402
 from studio.engine.onnx_integer import export_onnx_fast  # noqa: E402
 from studio.engine.onnx_meta import session_config  # noqa: E402
+from studio.engine.onnx_trace import export_float_onnx  # noqa: E402
 
-EXPORTS: dict[str, Callable[[studio.Session, Plan], bytes]] = {
-    "onnx": lambda session, plan: export_bytes(session, plan, "onnx")[0],
-    "onnx-fast": export_onnx_fast,
-}
+EXPORTS: dict[str, Callable[..., bytes]] = {"onnx": export_onnx, "onnx-fast": export_onnx_fast}
 
 
 # -- ResNet-18 (torchvision's architecture) ----------------------------------------------------
@@ -125,9 +123,9 @@ def plans(session: studio.Session, quick: bool) -> dict[str, Plan]:
 
 
 class Runner:
-    """One ORT session over the eval batches, with the options its file records."""
+    """One ORT session over fixed feeds, with the session options its file records."""
 
-    def __init__(self, path: Path, session: studio.Session, threads: int) -> None:
+    def __init__(self, path: Path, feeds: list[dict[str, Any]], threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -137,15 +135,10 @@ class Runner:
             options.add_session_config_entry(key, value)
         self.sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in self.sess.get_inputs()}
-        self.feeds = []
-        for x, _ in session.batches():
-            if isinstance(x, dict):
-                self.feeds.append({k: v.numpy() for k, v in x.items() if k in names})
-            else:
-                self.feeds.append({next(iter(names)): x.numpy()})
+        self.feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
 
-    def outputs(self) -> list[torch.Tensor]:
-        return [torch.from_numpy(self.sess.run(None, f)[0]) for f in self.feeds]
+    def outputs(self) -> list[Any]:
+        return [self.sess.run(None, f)[0] for f in self.feeds]
 
     def one_pass(self) -> None:
         for f in self.feeds:
@@ -154,8 +147,11 @@ class Runner:
 
 def interleaved(runners: list[Runner], rounds: int, clock: Callable[[], float]) -> list[float]:
     times: list[list[float]] = [[] for _ in runners]
-    for runner in runners:
-        runner.one_pass()  # warm-up
+    for runner in runners:  # warm-up: at least 3 passes and 0.2 s
+        start, passes = time.perf_counter(), 0
+        while passes < 3 or time.perf_counter() - start < 0.2:
+            runner.one_pass()
+            passes += 1
     for _ in range(rounds):
         for i, runner in enumerate(runners):
             start = clock()
@@ -164,26 +160,57 @@ def interleaved(runners: list[Runner], rounds: int, clock: Callable[[], float]) 
     return [statistics.median(t) for t in times]
 
 
-def bench_model(name: str, session: studio.Session, args: Any, tmp: Path) -> None:
-    """Files go through disk so that no copy of a large model's bytes stays in Python."""
+def child(args: Any) -> None:
+    """Time float vs compressed on saved feeds; save the compressed outputs; print the medians."""
+    import json
+
+    import numpy as np
+
+    tmp = Path(args.child)
+    with np.load(tmp / "feeds.npz") as saved:
+        count = 1 + max(int(k.split(":")[0]) for k in saved.files)
+        feeds = [{k.split(":", 1)[1]: saved[k] for k in saved.files if int(k.split(":")[0]) == i} for i in range(count)]
+    runners = [Runner(tmp / "float.onnx", feeds, args.threads), Runner(tmp / "compressed.onnx", feeds, args.threads)]
+    np.savez(tmp / "outputs.npz", *runners[1].outputs())
     clock = time.process_time if args.cpu_time else time.perf_counter
-    float_path, path = tmp / "float.onnx", tmp / "compressed.onnx"
-    float_path.write_bytes(export_bytes(session, Plan(), "onnx")[0])
+    print(json.dumps(interleaved(runners, args.rounds, clock)))
+
+
+def bench_model(name: str, session: studio.Session, args: Any, tmp: Path) -> None:
+    """Files go through disk, and ONNX Runtime runs in a child process, so that no process
+    holds the studio session (with its copies of BERT-base's weights) and two ORT sessions."""
+    import json
+    import subprocess
+
+    import numpy as np
+    import onnx
+
+    float_path, traced, path = tmp / "float.onnx", tmp / "traced.onnx", tmp / "compressed.onnx"
+    feeds = {}
+    for i, (x, _) in enumerate(session.batches()):
+        named = x if isinstance(x, dict) else {"input": x}
+        feeds.update({f"{i}:{k}": v.numpy() for k, v in named.items()})
+    np.savez(tmp / "feeds.npz", **feeds)
+    # trace once: each export rewrites a fresh copy (tracing BERT-base again per export
+    # would add about 1.5 GB to the peak memory while the session holds its weights)
+    onnx.save(export_float_onnx(session.float_model(), session.example_inputs(), output_fn=session.output_fn), traced)
+    float_path.write_bytes(export_onnx(session, Plan(), onnx.load(traced)))
+    command = [sys.executable, __file__, "--child", str(tmp), "--threads", str(args.threads), "--rounds", str(args.rounds)]
+    command += ["--cpu-time"] if args.cpu_time else []
     for plan_name, plan in plans(session, args.quick).items():
         studio_metric = session.evaluate(plan).metric
         for fmt in args.exports.split(","):
-            path.write_bytes(EXPORTS[fmt](session, plan))
+            path.write_bytes(EXPORTS[fmt](session, plan, onnx.load(traced)))
             gc.collect()
-            runners = [Runner(float_path, session, args.threads), Runner(path, session, args.threads)]
-            metric = session.score(runners[1].outputs())[0]
-            float_ms, ms = interleaved(runners, args.rounds, clock)
+            float_ms, ms = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            with np.load(tmp / "outputs.npz") as saved:
+                outputs = [torch.from_numpy(saved[f"arr_{i}"]) for i in range(len(saved.files))]
+            metric = session.score(outputs)[0]
             print(
                 f"{name:14} {plan_name:23} {fmt:9} {float_ms:9.1f} {ms:9.1f} {float_ms / ms:7.2f}x "
                 f"{100 * studio_metric:8.2f} {100 * metric:8.2f} {100 * (metric - studio_metric):+6.2f}",
                 flush=True,
             )
-            del runners
-            gc.collect()
 
 
 def main() -> None:
@@ -193,10 +220,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="full-integer and dynamic-range only, 3 rounds")
     parser.add_argument("--large", action="store_true", help="also ResNet-18 and BERT-base")
     parser.add_argument("--only-large", action="store_true", help="ResNet-18 and BERT-base only")
+    parser.add_argument("--large-models", default="resnet-18,bert-base")
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: ORT's default)")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time (use with --threads 1)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: time the files in this folder
     args = parser.parse_args()
+    if args.child:
+        args.rounds = args.rounds or 15
+        child(args)
+        return
     if args.rounds is None:
         args.rounds = 3 if args.quick else 15
     mode = f"{'cpu time, ' if args.cpu_time else ''}threads={args.threads or 'ORT default'}, median of {args.rounds} rounds"
@@ -207,8 +240,8 @@ def main() -> None:
                 sample = studio.load_sample(name)
                 bench_model(name, studio.Session(sample.model, sample.eval_data), args, Path(tmp))
         if args.large or args.only_large:
-            for name, make in (("resnet-18", resnet18_session), ("bert-base", bert_base_session)):
-                session = make()
+            for name in args.large_models.split(","):
+                session = {"resnet-18": resnet18_session, "bert-base": bert_base_session}[name]()
                 bench_model(name, session, args, Path(tmp))
                 del session
                 gc.collect()

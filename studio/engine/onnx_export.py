@@ -210,8 +210,11 @@ def _quantize_activations(graph: _Graph, name: str, kind: str, q_in: Any, q_out:
         graph.g.node.insert(idx + offset, new)
 
 
-def export_onnx(session: "Session", plan: Plan) -> bytes:
+def export_onnx(session: "Session", plan: Plan, float_onnx: Any = None) -> bytes:
     """The ONNX bytes of ``plan`` applied to the session's model.
+
+    ``float_onnx``: the traced float model to rewrite (it is modified), when the caller
+    already has it; traced here otherwise.
 
     Layers missing from the traced graph (defined but never called, or cut off by the
     scored output) are left out and named in the file's ``studio.notes`` metadata. The
@@ -224,7 +227,7 @@ def export_onnx(session: "Session", plan: Plan) -> bytes:
     from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
     from .verify import plan_metadata
 
-    model = _export_float(session)
+    model = float_onnx if float_onnx is not None else _export_float(session)
     graph = _Graph(model.graph)
     results = session.compress_plan(plan)
     acts = session.activation_params(plan)

@@ -268,11 +268,13 @@ def build_fast(
     return model, how
 
 
-def export_onnx_fast(session: "Session", plan: "Plan") -> bytes:
+def export_onnx_fast(session: "Session", plan: "Plan", float_onnx: Any = None) -> bytes:
     """The ``onnx-fast`` bytes of ``plan`` applied to the session's model.
 
     Uses only Session's public API: layers, compress_plan, activation_params,
     float_model, example_inputs, output_fn (and input_mode when the engine has it).
+    ``float_onnx``: the traced float model (``onnx_trace.export_float_onnx``) to rewrite,
+    when the caller already has it (it is modified); traced here otherwise.
     """
     import onnx
 
@@ -282,10 +284,12 @@ def export_onnx_fast(session: "Session", plan: "Plan") -> bytes:
 
     weights = session.compress_plan(plan)
     acts = session.activation_params(plan)
-    model = export_float_onnx(
-        session.float_model(), session.example_inputs(), opset=OPSET,
-        input_mode=getattr(session, "input_mode", "kwargs"), output_fn=session.output_fn,
-    )
+    model = float_onnx
+    if model is None:
+        model = export_float_onnx(
+            session.float_model(), session.example_inputs(), opset=OPSET,
+            input_mode=getattr(session, "input_mode", "kwargs"), output_fn=session.output_fn,
+        )
     model, _ = build_fast(model, session.layers, weights, acts, plan_metadata(plan))
     data = model.SerializeToString()
     del model  # BERT-base: one copy of the graph at a time

@@ -14,7 +14,9 @@ is stripped again, so initializers are named by the model's own state-dict keys.
 
 from __future__ import annotations
 
-import io
+import gc
+import os
+import tempfile
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -102,13 +104,17 @@ def export_float_onnx(
     mode = input_mode if isinstance(inputs, Mapping) else "positional"
     adapter = CallAdapter(model, names, mode, output_fn).eval()
     axes = {n: {0: "batch"} for n in names}
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
+    # through a temporary file: an in-memory buffer and its bytes would be two more copies
+    # of every weight while the proto is parsed (about 0.9 GB more for BERT-base)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "float.onnx")
         torch.onnx.export(
-            adapter, args, buf, dynamo=False, opset_version=opset, do_constant_folding=False,
+            adapter, args, path, dynamo=False, opset_version=opset, do_constant_folding=False,
             input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
         )
-    proto = onnx.load_from_string(buf.getvalue())
+        del adapter, model  # the caller's copy, when it passed one, goes before the proto is parsed
+        gc.collect()
+        proto = onnx.load(path)
     _strip_prefix(proto)
     return proto
