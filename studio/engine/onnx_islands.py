@@ -28,7 +28,8 @@ import numpy as np
 
 from .onnx_graph import MS_DOMAIN, Graph
 
-MOVES = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather", "Expand"}
+SAME_SIZE = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+MOVES = SAME_SIZE | {"Slice", "Gather", "Expand"}
 ORDER_PRESERVING = MOVES | {"MaxPool"}
 
 
@@ -98,12 +99,28 @@ def _sink_one(graph: Graph, dq: Any) -> bool:
     return False
 
 
+def _constant(graph: Graph, tensor: str, depth: int = 8) -> bool:
+    """Whether ``tensor`` is computed from initializers only (ORT folds it at load)."""
+    if tensor in graph.inits:
+        return True
+    node = graph.producer(tensor)
+    if node is None or depth == 0:
+        return False
+    return node.op_type == "Constant" or all(_constant(graph, i, depth - 1) for i in node.input if i)
+
+
 def _hoist_one(graph: Graph, q: Any) -> bool:
-    """QuantizeLinear after a data-movement op with no other reader: quantize first."""
+    """QuantizeLinear after a data-movement op with no other reader: quantize first.
+
+    Only where that quantizes no more values: after a same-size op, or after a Gather or
+    Slice of a constant (an embedding table: quantized once, at load).
+    """
     if _qparams(graph, q) is None:
         return False
     prev = graph.producer(q.input[0])
     if prev is None or prev.op_type not in MOVES or len(prev.output) != 1 or prev.output[0] in graph.outputs:
+        return False
+    if prev.op_type not in SAME_SIZE and not _constant(graph, prev.input[0]):
         return False
     if len(graph.consumers(prev.output[0])) != 1:
         return False
