@@ -224,7 +224,14 @@ def export_onnx(session: "Session", plan: Plan, float_onnx: Any = None) -> bytes
     """
     import onnx
 
-    from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
+    from .onnx_meta import (
+        EXACT_QDQ,
+        FOLD_DEQUANTIZE,
+        FORMAT_KEY,
+        NOTES_KEY,
+        SESSION_CONFIG_KEY,
+        set_metadata,
+    )
     from .verify import plan_metadata
 
     model = float_onnx if float_onnx is not None else _export_float(session)

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from .onnx_graph import MS_DOMAIN, Graph
-from .onnx_meta import EXACT_QDQ, FOLD_DEQUANTIZE, FORMAT_KEY, LAYERS_KEY, NOTES_KEY, SESSION_CONFIG_KEY, set_metadata
+from .onnx_meta import (
+    EXACT_QDQ,
+    FOLD_DEQUANTIZE,
+    FORMAT_KEY,
+    LAYERS_KEY,
+    NOTES_KEY,
+    SESSION_CONFIG_KEY,
+    set_metadata,
+)
 from .onnx_weights import integer_codes, integer_kernel_scales, store_folded, store_int8
 
 if TYPE_CHECKING:
