@@ -45,14 +45,18 @@ class CompressedModel:
     example_inputs: Any
     input_mode: str
     prepared: PreparedModel
+    output_fn: Callable[[Any], torch.Tensor] | None = None  # the tensor scored from the model's output
 
     @classmethod
-    def of(cls, prepared: PreparedModel, plan: Plan, weights: Mapping[str, CompressedWeight], acts: Mapping[str, ActPair], example_inputs: Any, input_mode: str) -> "CompressedModel":
+    def of(
+        cls, prepared: PreparedModel, plan: Plan, weights: Mapping[str, CompressedWeight], acts: Mapping[str, ActPair],
+        example_inputs: Any, input_mode: str, output_fn: Callable[[Any], torch.Tensor] | None = None,
+    ) -> "CompressedModel":
         names = [info.name for info in prepared.layers]
         return cls(
             plan=plan, layers=tuple(prepared.layers), weights=weights, biases={n: prepared.layer_bias(n) for n in names},
             acts=acts, folds=tuple(prepared.folds), bn_eps=dict(prepared.bn_eps), rest=dict(prepared.rest),
-            example_inputs=example_inputs, input_mode=input_mode, prepared=prepared,
+            example_inputs=example_inputs, input_mode=input_mode, prepared=prepared, output_fn=output_fn,
         )
 
     def kind(self, name: str) -> LayerKind:

@@ -168,7 +168,7 @@ class Session:
 
     def _compiled(self, plan: Plan, results: dict[str, CompressedWeight], acts: dict[str, ActPair]) -> CompressedModel:
         example = slice_inputs(self._scorer.batches[0][0], 0, 2)
-        return CompressedModel.of(self._prepared, plan, results, acts, example, self.input_mode)
+        return CompressedModel.of(self._prepared, plan, results, acts, example, self.input_mode, self._scorer.output_fn)
 
     # -- measuring ------------------------------------------------------------------------------
     def _configs(self, plan: Plan, acts: dict[str, ActPair]) -> dict[str, tuple[LayerSpec, ActPair | None]]:

@@ -66,8 +66,8 @@ def verify(
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"no exported file at {path}")
-    fmt = format_for_path(path)
     data = path.read_bytes()
+    fmt = format_for_path(path, data)
     plan = fmt.read_plan(data)
     if fmt.run is None:
         raise StudioError(f"a {fmt.name} file does not run, so it cannot be verified")

@@ -63,6 +63,7 @@ class Format:
     read_plan: PlanReader
     run: Runner | None = None  # None: the file does not run (a plan)
     default_name: str = "model"  # the file name used when exporting into a folder
+    sniff: Callable[[bytes], bool] | None = None  # tells this format's files from others with the same suffix
 
 
 FORMATS: Registry[Format] = Registry("export format")
@@ -73,12 +74,14 @@ def register_format(fmt: Format) -> Format:
     return fmt
 
 
-def format_for_path(path: Path) -> Format:
-    """The format of an exported file, by its suffix."""
+def format_for_path(path: Path, data: bytes | None = None) -> Format:
+    """The format of an exported file: by its suffix, and by its content where formats share one."""
     suffix = path.suffix.lower()
-    for fmt in FORMATS.values():
-        if fmt.suffix == suffix and fmt.run is not None:
-            return fmt
+    matches = [fmt for fmt in FORMATS.values() if fmt.suffix == suffix and fmt.run is not None]
+    if len(matches) > 1 and data is not None:
+        matches = [fmt for fmt in matches if fmt.sniff is None or fmt.sniff(data)] or matches
+    if matches:
+        return matches[0]
     runnable = sorted({f.suffix for f in FORMATS.values() if f.run is not None})
     raise StudioError(f"cannot verify {path.name}: use a file exported as one of {runnable}")
 

@@ -17,8 +17,6 @@ to even, as the studio's activation quantizer does.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -27,7 +25,7 @@ import torch
 
 from ..compiled import CompressedModel
 from ..errors import StudioError
-from ..layers import LayerKind, weight_key
+from ..layers import weight_key
 from ..plan import LayerSpec, Plan
 from .base import Format, Measured, RunContext, plan_from_metadata, plan_metadata, register_format, time_passes
 
@@ -66,34 +64,20 @@ def onnx_layer_runtime(spec: LayerSpec) -> LayerRuntime:
     return LayerRuntime(f"{store} QDQ", True, native, note + prune + act)
 
 
-def _input_names(inputs: Any) -> tuple[tuple[Any, ...], list[str], dict[str, dict[int, str]]]:
-    if isinstance(inputs, torch.Tensor):
-        args, names = (inputs,), ["input"]
-    elif isinstance(inputs, Mapping):
-        args, names = (), list(inputs)
-    else:
-        args, names = tuple(inputs), [f"input_{i}" for i in range(len(inputs))]
-    return args, names, {n: {0: "batch"} for n in names}
+def export_float(compiled: CompressedModel) -> Any:
+    """The folded float model as an ONNX ModelProto, whatever form its inputs take."""
+    from .onnx_trace import export_float_onnx
 
-
-def _export_float(compiled: CompressedModel) -> Any:
-    import onnx
-
-    model = compiled.float_model()
-    sample = compiled.example_inputs
-    args, names, axes = _input_names(sample)
-    kwargs = dict(sample) if isinstance(sample, Mapping) else None
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                model, args, buf, kwargs=kwargs, dynamo=False, opset_version=OPSET, do_constant_folding=False,
-                input_names=names, output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}},
-            )
-        except Exception as exc:  # the exporter fails in many ways on models it cannot trace
-            raise StudioError(f"torch.onnx.export cannot export this model ({type(exc).__name__}: {str(exc)[:300]}); the studio and torch formats still work") from exc
-    return onnx.load_from_string(buf.getvalue())
+    try:
+        return export_float_onnx(
+            compiled.float_model(), compiled.example_inputs, opset=OPSET, input_mode=compiled.input_mode, output_fn=compiled.output_fn,
+        )
+    except StudioError:
+        raise
+    except Exception as exc:  # the exporter fails in many ways on models it cannot trace
+        raise StudioError(
+            f"torch.onnx.export cannot export this model ({type(exc).__name__}: {str(exc)[:300]}); the studio and torch formats still work"
+        ) from exc
 
 
 class _Graph:
@@ -115,12 +99,10 @@ class _Graph:
         return next((n for n in self.g.node if tensor in n.output), None)
 
     def add_init(self, name: str, array: np.ndarray, dtype: int | None = None) -> None:
-        from onnx import helper, numpy_helper
+        from .onnx_graph import make_initializer
 
-        if dtype is None:
-            self.g.initializer.append(numpy_helper.from_array(array, name))
-        else:  # INT4/UINT4: make_tensor packs the values
-            self.g.initializer.append(helper.make_tensor(name, dtype, array.shape, array.flatten().tolist()))
+        # INT4/UINT4 (``dtype`` given): two codes a byte in raw_data, not one varint each
+        self.g.initializer.append(make_initializer(name, array, int4=dtype is not None))
 
     def insert_before(self, node: Any, new: Any) -> None:
         nodes = list(self.g.node)
@@ -128,7 +110,14 @@ class _Graph:
         self.g.node.insert(idx, new)
 
 
-def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...]) -> None:
+def _quantize_weight(
+    graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...], input_scale: float | None = None
+) -> None:
+    """Replace the layer's float weight by its stored form and a DequantizeLinear (or Cast).
+
+    With ``input_scale`` (the layer's input is quantized, so ORT will add the bias on an
+    int32 accumulator), all-zero channels get the scale of ``integer_kernel_scales``.
+    """
     from onnx import TensorProto, helper
 
     key = weight_key(name)
@@ -158,6 +147,13 @@ def _quantize_weight(graph: _Graph, name: str, result: Any, axis: int, weight_sh
     q_name, s_name, z_name = graph.fresh(key + "_q"), graph.fresh(key + "_scale"), graph.fresh(key + "_zp")
     graph.add_init(q_name, codes.astype(npdtype), dtype if small else None)
     scale = u.scale.numpy().astype(np.float32)
+    bias_key = weight_key(name, "bias")
+    if input_scale is not None and bias_key in graph.inits and spec.symmetric:
+        from onnx import numpy_helper
+
+        from .onnx_weights import integer_kernel_scales
+
+        scale = integer_kernel_scales(result, numpy_helper.to_array(graph.inits[bias_key]), input_scale)
     zp = u.zero_point.numpy().astype(npdtype)
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
@@ -199,10 +195,10 @@ def _compute_node(graph: _Graph, key: str) -> Any:
     return node
 
 
-def _quantize_activations(graph: _Graph, name: str, kind: LayerKind, q_in: Any, q_out: Any, has_bias: bool) -> None:
+def _quantize_activations(graph: _Graph, name: str, float_input: bool, q_in: Any, q_out: Any, has_bias: bool) -> None:
     key = weight_key(name)
     node = _compute_node(graph, key)
-    if q_in is not None and kind.float_input:  # the input, for this layer only
+    if q_in is not None and float_input:  # the input, for this layer only
         quantized = graph.fresh(node.input[0] + "_dq")
         for new in _qdq_nodes(graph, node.input[0], quantized, q_in):
             graph.insert_before(node, new)
@@ -221,43 +217,96 @@ def _quantize_activations(graph: _Graph, name: str, kind: LayerKind, q_in: Any, 
         graph.g.node.insert(idx + offset, new)
 
 
-def export_onnx(compiled: CompressedModel) -> bytes:
-    """The ONNX bytes of a compiled plan."""
+def export_onnx(compiled: CompressedModel, float_onnx: Any = None) -> bytes:
+    """The ONNX bytes of a compiled plan.
+
+    ``float_onnx``: the traced float model to rewrite (it is modified), when the caller
+    already has it; traced here otherwise.
+
+    Layers missing from the traced graph (defined but never called, or cut off by the
+    scored output) are left out and named in the file's ``studio.notes`` metadata. The
+    ONNX Runtime session options the file needs are recorded in its metadata (see
+    ``onnx_meta``): exact double Q/DQ always, and constant-folded weight dequantization
+    when no layer quantizes activations (weight-only QDQ then runs at float speed).
+    """
     import onnx
 
-    model = _export_float(compiled)
+    from .onnx_meta import (
+        EXACT_QDQ,
+        FOLD_DEQUANTIZE,
+        FORMAT_KEY,
+        NOTES_KEY,
+        SESSION_CONFIG_KEY,
+        set_metadata,
+    )
+    model = float_onnx if float_onnx is not None else export_float(compiled)
     graph = _Graph(model.graph)
-    for info in compiled.layers:
+    results, acts, plan = compiled.weights, compiled.acts, compiled.plan
+    traced = [info for info in compiled.layers if weight_key(info.name) in graph.inits]
+    notes = [
+        f"layer {info.name} is not in the traced graph (never called, or not needed for the scored output); "
+        "the file leaves it out" for info in compiled.layers if info not in traced
+    ]
+    for info in traced:
         graph.inits = {init.name: init for init in model.graph.initializer}
-        _quantize_weight(graph, info.name, compiled.weights[info.name], info.channel_axis, info.weight_shape)
-    for info in compiled.layers:
-        if info.name in compiled.acts:
-            q_in, q_out = compiled.acts[info.name]
-            _quantize_activations(graph, info.name, info.layer_kind, q_in, q_out, info.has_bias)
-    for key, value in plan_metadata(compiled.plan).items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+        q_in = acts.get(info.name, (None, None))[0]
+        scale = q_in.scale if q_in is not None and q_in.qmax <= 255 else None
+        _quantize_weight(graph, info.name, results[info.name], info.channel_axis, info.weight_shape, scale)
+    for info in traced:
+        if info.name in acts:
+            q_in, q_out = acts[info.name]
+            _quantize_activations(graph, info.name, info.layer_kind.float_input, q_in, q_out, info.has_bias)
+    config = dict(EXACT_QDQ) if acts else {**EXACT_QDQ, **FOLD_DEQUANTIZE}
+    set_metadata(model, {**plan_metadata(plan), FORMAT_KEY: "onnx", SESSION_CONFIG_KEY: config, NOTES_KEY: notes})
+    data = model.SerializeToString()
+    del model, graph  # BERT-base: one copy of the graph at a time
+    onnx.checker.check_model(data)
+    return data
+
+
+def export_onnx_fast(compiled: CompressedModel, float_onnx: Any = None) -> bytes:
+    """The ``onnx-fast`` bytes of a compiled plan (integer kernels; see ``onnx_integer``).
+    ``float_onnx``: the traced float model to rewrite (it is modified), else traced here."""
+    import onnx
+
+    from .onnx_integer import build_fast
+
+    model, _ = build_fast(float_onnx if float_onnx is not None else export_float(compiled), compiled.layers, compiled.weights, compiled.acts, plan_metadata(compiled.plan))
+    data: bytes = model.SerializeToString()
+    del model  # BERT-base: one copy of the graph at a time
+    onnx.checker.check_model(data)
+    return data
 
 
 def read_plan(data: bytes) -> Plan:
-    import onnx
+    from .onnx_meta import read_metadata
 
-    model = onnx.load_from_string(data)
-    return plan_from_metadata({p.key: p.value for p in model.metadata_props}, "ONNX")
+    return plan_from_metadata(read_metadata(data), "ONNX")
 
 
-def _ort_runner(data: bytes, ctx: RunContext) -> Callable[[], list[torch.Tensor]]:
+def ort_session(data: bytes) -> Any:
+    """An ONNX Runtime CPU session with the session options the file records."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    from .onnx_meta import session_config
+
+    options = ort.SessionOptions()
+    for key, value in session_config(data).items():
+        options.add_session_config_entry(key, value)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(data: bytes, ctx: RunContext) -> Callable[[], list[torch.Tensor]]:
+    """Run the file over the eval batches; feeds go to the graph's inputs by name (inputs
+    the traced graph does not use are left out)."""
+    sess = ort_session(data)
     names = [i.name for i in sess.get_inputs()]
 
     def feeds(inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, torch.Tensor):
             return {names[0]: inputs.numpy()}
         if isinstance(inputs, Mapping):
-            return {k: v.numpy() for k, v in inputs.items()}
+            return {k: v.numpy() for k, v in inputs.items() if k in names}
         return {n: v.numpy() for n, v in zip(names, inputs)}
 
     prepared = [feeds(x) for x, _ in ctx.batches]
@@ -266,10 +315,19 @@ def _ort_runner(data: bytes, ctx: RunContext) -> Callable[[], list[torch.Tensor]
 
 def run(data: bytes, ctx: RunContext) -> Measured:
     """Run the file in ONNX Runtime (CPU), beside the float model exported the same way."""
-    outputs, latency = time_passes(_ort_runner(data, ctx))
-    float_onnx = export_onnx(ctx.compile(Plan()))
-    _, float_latency = time_passes(_ort_runner(float_onnx, ctx))
+    outputs, latency = time_passes(ort_runner(data, ctx))
+    _, float_latency = time_passes(ort_runner(export_onnx(ctx.compile(Plan())), ctx))
     return Measured("onnxruntime", outputs, latency, float_latency)
 
 
-register_format(Format("onnx", ".onnx", "ONNX (QDQ)", export_onnx, read_plan, run))
+def _is(name: str) -> Callable[[bytes], bool]:
+    def sniff(data: bytes) -> bool:
+        from .onnx_meta import FORMAT_KEY, read_metadata
+
+        return read_metadata(data).get(FORMAT_KEY, "onnx") == name
+
+    return sniff
+
+
+register_format(Format("onnx", ".onnx", "ONNX (QDQ)", export_onnx, read_plan, run, sniff=_is("onnx")))
+register_format(Format("onnx-fast", ".onnx", "ONNX, integer kernels (ONNX Runtime)", export_onnx_fast, read_plan, run, default_name="model-fast", sniff=_is("onnx-fast")))
