@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .encode import LayerSize
+from .latency import Latency
 from .metrics import Fidelity
 from .plan import LayerSpec, Plan
 
@@ -129,6 +130,7 @@ class Report:
     seconds: float = 0.0
     container_bytes: int = 0  # the studio file's magic, length and header
     timing: Timing | None = None  # how the evaluation ran (None for sizes only)
+    latency: Latency | None = None  # measured in a runtime when asked for (Session.latency)
 
     @classmethod
     def assemble(cls, plan: Plan, layers: dict[str, LayerReport], *, rest_bytes: int, container_bytes: int, **fields: Any) -> "Report":
@@ -180,6 +182,7 @@ class Report:
             "seconds": self.seconds,
             "container_bytes": self.container_bytes,
             "timing": None if self.timing is None else self.timing.to_dict(),
+            "latency": None if self.latency is None else self.latency.to_dict(),
         }
 
     @classmethod
@@ -191,4 +194,6 @@ class Report:
             data["fidelity"] = Fidelity.from_dict(data["fidelity"])
         if data.get("timing") is not None:
             data["timing"] = Timing.from_dict(data["timing"])
+        if data.get("latency") is not None:
+            data["latency"] = Latency.from_dict(data["latency"])
         return cls(**data)

@@ -27,6 +27,7 @@ from .formats import RunContext
 from .formats import export as export_file
 from .formats.onnx import LayerRuntime, onnx_layer_runtime
 from .formats.studio import container_bytes
+from .latency import Latency, measure_latency
 from .layers import LayerInfo
 from .metrics import MetricFn
 from .plan import LayerSpec, Plan
@@ -251,6 +252,10 @@ class Session:
     def search(self, *args: Any, **kwargs: Any) -> SearchResult:
         """Automatic mixed precision under a budget: see ``studio.engine.search.search``."""
         return search(self, *args, **kwargs)
+
+    def latency(self, plan: Plan, runtime: str = "onnxruntime", repeats: int = 15, threads: int = 1, cancel: CancelFn | None = None) -> Latency:
+        """``plan``'s latency per batch in ``runtime`` beside the float model's: see ``studio.engine.latency``."""
+        return measure_latency(self.compile(plan), self.compile(Plan()), self._scorer.batches[0][0], runtime, repeats, threads, cancel)
 
     def finetune(self, plan: Plan, train_data: Any, **kwargs: Any) -> Recovered:
         """Win accuracy back by training under ``plan``: see ``studio.engine.finetune.finetune``."""

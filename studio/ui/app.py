@@ -51,6 +51,18 @@ class Studio(W.VBox):
         self.metrics = W.HTML()
         self.metrics.add_class("studio-metrics")
         self.bars = W.HTML()
+        self.latency_runtime = W.Dropdown(options=[("ONNX Runtime", "onnxruntime"), ("PyTorch", "pytorch")], value="onnxruntime", layout=W.Layout(width="150px"))
+        self.latency_button = W.Button(description="Measure latency", tooltip="time this plan and the float model in the runtime (1 thread)")
+        self.latency_auto = W.Checkbox(value=False, description="after every plan", indent=False, layout=W.Layout(width="150px"))
+        self.latency_status = W.HTML()
+        for widget, css in ((self.latency_runtime, "latency-runtime"), (self.latency_button, "measure-latency"), (self.latency_auto, "latency-auto")):
+            widget.add_class(f"studio-{css}")
+        self.latency_runtime.observe(lambda ch: setattr(self.state, "latency_runtime", ch["new"]), names="value")
+        self.latency_auto.observe(lambda ch: setattr(self.state, "auto_latency", ch["new"]), names="value")
+        self.latency_button.on_click(lambda _: self._measure_latency())
+        self.history_axis = W.ToggleButtons(options=[("size", "size"), ("latency", "latency")], value="size", style={"button_width": "90px"})
+        self.history_axis.add_class("studio-history-axis")
+        self.history_axis.observe(lambda _: self._show_history(), names="value")
         self.export_panel = ExportPanel(self.state)
         self.guidance_panel = GuidancePanel(self.state)
         self.recovery_panel = RecoveryPanel(self.state)
@@ -72,8 +84,15 @@ class Studio(W.VBox):
             layout=W.Layout(justify_content="space-between", align_items="center"),
         )
         hist_panel = self._panel("Histogram", "The selected layer's float weights (grey) and the levels they snap to (blue); pruned in amber, clipped in red.", self.histogram)
-        metrics_panel = self._panel("Metrics", "Size counts every stored byte; the accuracy is measured on the eval set, with its noise.", W.VBox([self.metrics, self.bars]))
-        history_panel = self._panel("History", "Every evaluated plan: size against accuracy (grey: yours, ◆ searched, ▲ after recovery). The line is the Pareto front; click a point to restore its plan.", self.history)
+        latency_row = W.HBox([self.latency_runtime, self.latency_button, self.latency_auto, self.latency_status], layout=W.Layout(align_items="center", flex_flow="row wrap"))
+        metrics_panel = self._panel(
+            "Metrics", "Size counts every stored byte; the accuracy is measured on the eval set, with its noise; latency when you ask for it.",
+            W.VBox([self.metrics, latency_row, self.bars]),
+        )
+        history_panel = self._panel(
+            "History", "Every evaluated plan: size (or measured latency) against accuracy (grey: yours, ◆ searched, ▲ after recovery). The line is the Pareto front; click a point to restore its plan.",
+            W.VBox([self.history_axis, self.history]),
+        )
         left = W.VBox(
             [self.model_panel.widget, self.layers_panel.widget, self.guidance_panel.widget, self.recovery_panel.widget, self.export_panel.widget],
             layout=W.Layout(flex="1 1 55%"),
@@ -87,6 +106,7 @@ class Studio(W.VBox):
         obs(lambda _: self._show_size(), names="size_report")  # set together with the plan
         obs(lambda _: self._show_metric(), names=["eval_report", "last_report", "evaluating"])
         obs(lambda _: self._show_busy(), names=["evaluating", "progress", "eta_s"])
+        obs(lambda ch: setattr(self.latency_status, "value", "") if ch["new"] != "latency" else None, names="job")
         obs(lambda _: self._on_selected(), names="selected")
         obs(lambda _: self._show_history(), names=["history", "plan"])
         obs(lambda _: self.export_panel.show_notes(), names="plan")
@@ -156,12 +176,20 @@ class Studio(W.VBox):
     def _show_history(self) -> None:
         points = self.state.history
         current = next((i for i, p in enumerate(points) if p.plan == self.state.plan and p.session in (None, self.state.session)), None)
-        update_history(self.history, points, current)
+        update_history(self.history, points, current, self.history_axis.value)
 
     def _history_clicked(self, trace: Any, points: Any, _selector: Any) -> None:
         if not points.point_inds:
             return
         self.state.restore(int(trace.customdata[points.point_inds[0]]))
+
+    def _measure_latency(self) -> None:
+        try:
+            self.state.measure_latency()
+        except ValueError as exc:
+            self.latency_status.value = f"<span class='studio-error'>⚠ {html.escape(str(exc))}</span>"
+        else:
+            self.latency_status.value = "<span class='studio-busy-on'>⏳ timing…</span>"
 
     def _show_busy(self) -> None:
         s = self.state

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..engine import CompressedWeight
-from .state import HistoryPoint, pareto_front
+from .state import HistoryPoint, pareto_indices
 
 MAX_LEVEL_BARS = 300
 
@@ -187,22 +187,31 @@ def history_figure() -> go.FigureWidget:
     return fig
 
 
-def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: int | None) -> None:
-    """Every trace's points carry their history index as customdata (a click restores it)."""
-    xs = [p.size_bytes / 1000 for p in points]
-    ys = [100 * p.metric for p in points]
-    labels = [p.label for p in points]
-    front = pareto_front(points)
-    groups = [[i for i, p in enumerate(points) if p.kind == kind] for kind in HISTORY_KINDS] + [front]
+def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: int | None, axis: str = "size") -> None:
+    """Metric against size (KB) or latency (ms per batch; only points whose latency was
+    measured). Every trace's points carry their history index as customdata (a click restores it)."""
+    if axis == "latency":
+        shown = [i for i, p in enumerate(points) if p.latency_ms is not None]
+        xs = {i: float(points[i].latency_ms or 0.0) for i in shown}
+        unit, title = "ms", "latency (ms per batch)"
+    else:
+        shown = list(range(len(points)))
+        xs = {i: p.size_bytes / 1000 for i, p in enumerate(points)}
+        unit, title = "KB", "size (KB)"
+    ys = {i: 100 * points[i].metric for i in shown}
+    labels = {i: points[i].label for i in shown}
+    front = [shown[j] for j in pareto_indices([xs[i] for i in shown], [ys[i] for i in shown])]
+    groups = [[i for i in shown if points[i].kind == kind] for kind in HISTORY_KINDS] + [front]
     with fig.batch_update():
         for trace, indices in zip(fig.data, groups):
             trace.x = [xs[i] for i in indices]
             trace.y = [ys[i] for i in indices]
             trace.text = [labels[i] for i in indices]
             trace.customdata = indices
-            trace.hovertemplate = "%{text}<br>%{x:.2f} KB, %{y:.2f}%<extra>click to restore</extra>"
+            trace.hovertemplate = "%{text}<br>%{x:.2f} " + unit + ", %{y:.2f}%<extra>click to restore</extra>"
         star = fig.data[len(groups)]
-        star.x, star.y = ([xs[current]], [ys[current]]) if current is not None else ([], [])
+        star.x, star.y = ([xs[current]], [ys[current]]) if current in xs else ([], [])
+        fig.layout.xaxis.title.text = title
     sync_initial_state(fig)
 
 

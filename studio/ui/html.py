@@ -6,6 +6,7 @@ import html
 import math
 
 from ..engine import Report, Session
+from ..engine.latency import Latency
 from ..engine.report import Z95
 from ..engine.search import SearchResult
 from ..engine.sensitivity_table import SensitivityTable
@@ -93,7 +94,24 @@ def metric_html(eval_report: Report | None, last: Report | None, evaluating: boo
     return (
         f"<div class='studio-metric'>{html.escape(name)}: {base} → "
         f"<b class='studio-metric-value' data-state='measured' data-value='{r.metric:.6f}'>{fmt_metric(r.metric, name)}</b> "
-        f"(<b>{delta_text}</b>){noise_text}</div>{fid_text}"
+        f"(<b>{delta_text}</b>){noise_text}</div>{fid_text}{latency_html(r.latency)}"
+    )
+
+
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "pytorch": "PyTorch"}
+
+
+def latency_html(latency: Latency | None) -> str:
+    """The measured latency beside the float model's in the same runtime, with its noise."""
+    if latency is None:
+        return ""
+    faster = "faster" if latency.speedup >= 1 else "slower"
+    ratio = latency.speedup if latency.speedup >= 1 else 1 / max(latency.speedup, 1e-9)
+    return (
+        f"<div class='studio-latency' data-ms='{latency.ms:.4f}' data-speedup='{latency.speedup:.4f}'>Latency in "
+        f"{RUNTIME_NAMES.get(latency.runtime, latency.runtime)} ({html.escape(latency.file_format)}, batch of {latency.batch}, "
+        f"{latency.threads} thread{'s' if latency.threads > 1 else ''}): <b>{latency.ms:.2f} ms</b> ±{latency.spread_ms:.2f} "
+        f"against float {latency.float_ms:.2f} ms ±{latency.float_spread_ms:.2f}: <b>{ratio:.2f}× {faster}</b></div>"
     )
 
 

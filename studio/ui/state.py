@@ -11,6 +11,7 @@ drive it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class HistoryPoint:
     label: str
     kind: str = "measured"
     session: Any = field(default=None, compare=False, repr=False)
+    latency_ms: float | None = None  # per batch, when measured (see Session.latency)
 
 
 def describe_plan(plan: Plan) -> str:
@@ -47,15 +49,20 @@ def describe_plan(plan: Plan) -> str:
     return text
 
 
-def pareto_front(points: list[HistoryPoint]) -> list[int]:
-    """Indices of the points no other point beats on both size (smaller) and metric (higher)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i].size_bytes, -points[i].metric))
+def pareto_indices(costs: list[float], metrics: list[float]) -> list[int]:
+    """Indices of the points no other point beats on both cost (smaller) and metric (higher)."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -metrics[i]))
     front, best = [], float("-inf")
     for i in order:
-        if points[i].metric > best:
+        if metrics[i] > best:
             front.append(i)
-            best = points[i].metric
+            best = metrics[i]
     return front
+
+
+def pareto_front(points: list[HistoryPoint]) -> list[int]:
+    """Indices of the points no other point beats on both size (smaller) and metric (higher)."""
+    return pareto_indices([p.size_bytes for p in points], [p.metric for p in points])
 
 
 class StudioState(LongWork):
@@ -76,6 +83,8 @@ class StudioState(LongWork):
     error = traitlets.Unicode("")
     can_undo = traitlets.Bool(False)
     can_redo = traitlets.Bool(False)
+    auto_latency = traitlets.Bool(False)  # measure each evaluated plan's latency too
+    latency_runtime = traitlets.Unicode("onnxruntime")
 
     def __init__(self, evaluate: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -85,7 +94,11 @@ class StudioState(LongWork):
         self._lock = threading.RLock()
         self._opened: dict[int, tuple[Session, str, Any, str, str]] = {}  # models this history measured
         self._started = 0.0
-        self.evaluator = Evaluator(self.accept, self._failed, self._busy, self._progressed) if evaluate else None
+        self.evaluator = (
+            Evaluator(self.accept, self._failed, self._busy, self._progressed, lambda: self.latency_runtime if self.auto_latency else None)
+            if evaluate
+            else None
+        )
 
     # -- loading ----------------------------------------------------------------
     def load(self, session: Session, source: str, train_data: Any = None, teacher: str = "", keep_history: bool = False, plan: Plan | None = None) -> None:
@@ -180,6 +193,12 @@ class StudioState(LongWork):
         self.recovered = recovered
         self.load(session, source, train_data=train, teacher=teacher, keep_history=True, plan=plan)
 
+    def _set_latency(self, plan: Plan, latency_ms: float) -> None:
+        """Give the history point of ``plan`` (on the current model) its measured latency."""
+        self.history = [
+            dataclasses.replace(p, latency_ms=latency_ms) if p.plan == plan and p.session is self.session else p for p in self.history
+        ]
+
     def add_history(self, points: list[HistoryPoint]) -> None:
         """Add measured points (e.g. a search's candidates) that are not in History yet."""
         with self._lock:
@@ -209,8 +228,11 @@ class StudioState(LongWork):
         with self._lock:
             self.last_report = report
             kind = "recovered" if self.recovered else "measured"
-            point = HistoryPoint(report.plan, report.size_bytes, float(report.metric or 0.0), describe_plan(report.plan), kind, self.session)
+            latency = None if report.latency is None else report.latency.ms
+            point = HistoryPoint(report.plan, report.size_bytes, float(report.metric or 0.0), describe_plan(report.plan), kind, self.session, latency)
             self.add_history([point])
+            if latency is not None:
+                self._set_latency(report.plan, latency)
             if report.plan == self.plan:
                 self.eval_report = report
 

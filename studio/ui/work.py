@@ -9,6 +9,7 @@ current; a recovery makes the fine-tuned model the session's model, and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -82,6 +83,12 @@ class LongWork(traitlets.HasTraits):
 
         self._start("recovery", work)
 
+    def measure_latency(self) -> None:
+        """Time the current plan (and the float model) in ``latency_runtime``; the report and its
+        history point get the figure."""
+        session, plan, runtime = self._require_session(), self.plan, self.latency_runtime  # type: ignore[attr-defined]
+        self._start("latency", lambda progress, cancel: (plan, session.latency(plan, runtime=runtime, cancel=cancel)))
+
     def cancel_job(self) -> None:
         self._job.cancel()
 
@@ -139,6 +146,12 @@ class LongWork(traitlets.HasTraits):
             self._searched(value)
         elif name == "recovery":
             self._recovered(*value)
+        elif name == "latency":
+            plan, latency = value
+            report = self.eval_report  # type: ignore[attr-defined]
+            if report is not None and report.plan == plan:
+                self.eval_report = dataclasses.replace(report, latency=latency)  # type: ignore[attr-defined]
+            self._set_latency(plan, latency.ms)  # type: ignore[attr-defined]
 
     def _searched(self, result: SearchResult) -> None:
         from .state import HistoryPoint

@@ -8,6 +8,7 @@ callable, so no stale result is ever delivered as current.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import threading
 import weakref
 from typing import Callable
@@ -39,7 +40,9 @@ class Evaluator:
         on_error: Callable[[str], None],
         on_busy: Callable[[bool], None],
         on_progress: Callable[[int, int], None] | None = None,
+        latency_runtime: Callable[[], str | None] | None = None,
     ) -> None:
+        self._latency_runtime = latency_runtime  # when it names a runtime, each report also gets its latency there
         self._on_result = on_result
         self._on_error = on_error
         self._on_busy = on_busy
@@ -101,6 +104,10 @@ class Evaluator:
                 self._running = True
             try:
                 report = session.evaluate(plan, progress=self._progress_for(generation), cancel=self._cancel_for(generation))
+                runtime = self._latency_runtime() if self._latency_runtime is not None else None
+                if runtime and self._generation == generation:
+                    latency = session.latency(plan, runtime=runtime, cancel=self._cancel_for(generation))
+                    report = dataclasses.replace(report, latency=latency)
                 if self._generation == generation:
                     self._on_result(report)
             except Cancelled:

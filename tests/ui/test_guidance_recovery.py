@@ -148,3 +148,31 @@ def test_history_points_restore_the_model_they_were_measured_on():
     state.restore(index)
     assert state.session is recovered and state.recovered
     app.close()
+
+
+def test_latency_is_measured_shown_and_plotted():
+    app = studio.Studio()
+    app.model_panel.picker.value = "digits-resnet"
+    assert app.wait(30)
+    state = app.state
+    state.set_plan(Plan.preset("full-integer", state.session))
+    assert app.wait(60)
+    app.latency_button.click()
+    wait_job(state)
+    latency = state.eval_report.latency
+    assert latency is not None and latency.runtime == "onnxruntime" and latency.file_format == "onnx-fast"
+    assert latency.ms > 0 and latency.float_ms > 0 and latency.spread_ms >= 0
+    assert f"data-ms='{latency.ms:.4f}'" in app.metrics.value and "against float" in app.metrics.value
+    point = next(p for p in state.history if p.plan == state.plan)
+    assert point.latency_ms == latency.ms
+    app.history_axis.value = "latency"
+    assert list(app.history.data[0].x) == [latency.ms]  # only measured points are plotted against latency
+    assert app.history.layout.xaxis.title.text.startswith("latency")
+    # after every plan: each new evaluation comes with its latency
+    app.latency_auto.value = True
+    app.latency_runtime.value = "pytorch"
+    state.set_plan(Plan.preset("dynamic-range", state.session))
+    assert app.wait(60)
+    assert state.eval_report.latency is not None and state.eval_report.latency.runtime == "pytorch"
+    assert len(app.history.data[0].x) == 2
+    app.close()
