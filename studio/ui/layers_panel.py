@@ -180,7 +180,7 @@ class LayersPanel:
             [
                 W.HTML(f"<h3>Layers</h3><div class='studio-hint'>{self.HINT}</div>"),
                 W.HBox([self.all_bits, self.all_prune, self.all_mode]),
-                W.HBox([self.preset, self.acts, self.calibration, self.prune_method]),
+                W.HBox([self.preset, self.acts, self.calibration, self.prune_method], layout=W.Layout(flex_flow="row wrap")),
                 W.HBox([self.reset, self.undo, self.redo]),
                 header,
                 self.rows_box,
