@@ -99,6 +99,44 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
+def export_and_report(session: Session, report: Report, args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
+    """Write ``report``'s plan in ``args.format``, verify the file in its runtime, print both
+    (``extra`` joins the JSON output)."""
+    print(f"exporting {args.format}", file=sys.stderr)
+    path = session.export(report.plan, args.export, format=args.format)
+    verification = None
+    if not args.no_verify and FORMATS[args.format].run is not None:
+        print(f"verifying {path}", file=sys.stderr)
+        verification = session.verify(path)
+    if args.json:
+        out = {"report": report.to_dict(), "path": str(path)}
+        out["verification"] = verification.to_dict() if verification else None
+        out.update(extra or {})
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_report(report))
+        print(f"wrote {path}")
+        if verification:
+            print(format_verification(verification))
+    return 0
+
+
+def add_plan_args(cmd: argparse.ArgumentParser) -> None:
+    """The model, data and plan options that every command which evaluates a plan takes."""
+    cmd.add_argument("--model", required=True, help="a sample name or a model file")
+    cmd.add_argument("--data", help="eval data (.npz or weights-only .pt); samples bring their own")
+    cmd.add_argument("--plan", help="a plan JSON file (else --preset, or --bits/--prune for every layer)")
+    cmd.add_argument("--preset", help=f"a named plan: {', '.join(Plan.presets())}")
+    cmd.add_argument("--bits", type=int, default=8, help="bits for every layer: 2..8, 16 (float16) or 32 (float)")
+    cmd.add_argument("--prune", type=float, default=0.0, help="fraction of weights to prune in every layer")
+    cmd.add_argument("--prune-method", default="unstructured", help=f"one of {', '.join(PRUNERS.names())} or N:M such as 2:4")
+    cmd.add_argument("--clip", default="minmax", choices=CLIP_METHODS.names())
+    cmd.add_argument("--cluster", action="store_true", help="k-means weight sharing (2**bits shared values)")
+    cmd.add_argument("--act-bits", type=int, choices=(8, 16), help="quantize activations to 8 or 16 bits")
+    cmd.add_argument("--calibration", default="minmax", choices=RANGE_METHODS.names())
+    cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="studio", description="Compression Studio on the command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,28 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="evaluate a plan on a model")
     co = sub.add_parser("compress", help="evaluate a plan, export the compressed model and verify the file")
     for cmd in (ev, co):
-        cmd.add_argument("--model", required=True, help="a sample name or a model file")
-        cmd.add_argument("--data", help="eval data (.npz or weights-only .pt); samples bring their own")
-        cmd.add_argument("--plan", help="a plan JSON file (else --preset, or --bits/--prune for every layer)")
-        cmd.add_argument("--preset", help=f"a named plan: {', '.join(Plan.presets())}")
-        cmd.add_argument("--bits", type=int, default=8, help="bits for every layer: 2..8, 16 (float16) or 32 (float)")
-        cmd.add_argument("--prune", type=float, default=0.0, help="fraction of weights to prune in every layer")
-        cmd.add_argument("--prune-method", default="unstructured", help=f"one of {', '.join(PRUNERS.names())} or N:M such as 2:4")
-        cmd.add_argument("--clip", default="minmax", choices=CLIP_METHODS.names())
-        cmd.add_argument("--cluster", action="store_true", help="k-means weight sharing (2**bits shared values)")
-        cmd.add_argument("--act-bits", type=int, choices=(8, 16), help="quantize activations to 8 or 16 bits")
-        cmd.add_argument("--calibration", default="minmax", choices=RANGE_METHODS.names())
-        cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+        add_plan_args(cmd)
     co.add_argument("--export", required=True, help="the folder (or file) to write")
     co.add_argument("--format", default="studio", choices=FORMATS.names())
     co.add_argument("--no-verify", action="store_true", help="skip running the exported file")
-    from . import cli_guidance
+    from . import cli_guidance, cli_recovery
 
     cli_guidance.register(sub)
+    cli_recovery.register(sub)
     args = parser.parse_args(argv)
     try:
         if args.command in cli_guidance.COMMANDS:
             return cli_guidance.run(args)
+        if args.command in cli_recovery.COMMANDS:
+            return cli_recovery.run(args)
         if args.command == "samples":
             for name in list_samples():
                 print(name)
@@ -138,22 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
             return 0
-        print(f"exporting {args.format}", file=sys.stderr)
-        path = session.export(report.plan, args.export, format=args.format)
-        verification = None
-        if not args.no_verify and FORMATS[args.format].run is not None:
-            print(f"verifying {path}", file=sys.stderr)
-            verification = session.verify(path)
-        if args.json:
-            out = {"report": report.to_dict(), "path": str(path)}
-            out["verification"] = verification.to_dict() if verification else None
-            print(json.dumps(out, indent=2))
-        else:
-            print(format_report(report))
-            print(f"wrote {path}")
-            if verification:
-                print(format_verification(verification))
-        return 0
+        return export_and_report(session, report, args)
     except (StudioError, OSError) as exc:
         print(f"studio: error: {exc}", file=sys.stderr)
         return 2

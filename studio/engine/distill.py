@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors import StudioError
+
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -31,7 +33,7 @@ def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher_T || student_T) * T^2, averaged over rows."""
     if student.shape != teacher.shape:
-        raise ValueError(
+        raise StudioError(
             f"the student's outputs {tuple(student.shape)} and the teacher's {tuple(teacher.shape)} differ in shape; "
             "distillation needs a teacher with the same output classes"
         )

@@ -28,6 +28,7 @@ from torch.func import functional_call
 
 from .data import Inputs, call_model, to_device
 from .distill import TaskLoss, cross_entropy, distillation_loss
+from .errors import StudioError
 from .plan import Plan
 from .progress import CancelFn, ProgressFn, check, report
 from .prune import prune_mask
@@ -60,7 +61,7 @@ class _Run:
         self.device = session.device
         self.base = session.float_model()  # clean (no hooks): copied for the judge and the result
         if isinstance(self.base, torch.jit.ScriptModule):
-            raise ValueError("fine-tuning needs an eager PyTorch model; load the weights into the architecture (safetensors)")
+            raise StudioError("fine-tuning needs an eager PyTorch model; load the weights into the architecture (safetensors)")
         self.model = copy.deepcopy(self.base).to(self.device)
         self.quant: dict[str, WeightFakeQuant] = {}
         self.keys: dict[str, str] = {}
@@ -79,7 +80,7 @@ class _Run:
         if config.method == "distill":
             source = teacher if teacher is not None else session.float_model()
             if not isinstance(source, nn.Module):
-                raise ValueError(f"teacher must be a torch.nn.Module; got {type(source).__name__}")
+                raise StudioError(f"teacher must be a torch.nn.Module; got {type(source).__name__}")
             self.teacher = copy.deepcopy(source).to(self.device).eval().requires_grad_(False)
 
     def weight(self, name: str) -> torch.Tensor:
@@ -190,11 +191,11 @@ def finetune(
     """
     config = FinetuneConfig(method, epochs, lr, batch_size, alpha, temperature, prune_schedule, seed)
     if not isinstance(plan, Plan):
-        raise ValueError(f"expected a studio.Plan; got {type(plan).__name__}")
+        raise StudioError(f"expected a studio.Plan; got {type(plan).__name__}")
     plan.check_names(session.layer_names)
     data = TrainSet(train_data, batch_size)
     if method == "qat" and not data.has_targets:
-        raise ValueError(
+        raise StudioError(
             "method='qat' trains on labels, but train_data has no targets: give (inputs, targets), "
             "or use method='distill', which learns from the teacher's outputs"
         )
@@ -203,7 +204,7 @@ def finetune(
     run = _Run(session, plan, config, teacher)
     params = [p for p in run.model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
+        raise StudioError("the model has no trainable parameters (every parameter has requires_grad=False)")
     steps_per_epoch = len(data)
     total = epochs * steps_per_epoch
     ramp = ramp_epochs(epochs) * steps_per_epoch

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from .errors import StudioError
 from .plan import Plan
 from .schedule import SCHEDULES
 
@@ -34,21 +35,21 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
+            raise StudioError(f"method must be one of {METHODS}; got {self.method!r}")
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer; got {value!r}")
+                raise StudioError(f"{name} must be an integer; got {value!r}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1; got {self.epochs}")
+            raise StudioError(f"epochs must be at least 1; got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {self.batch_size}")
+            raise StudioError(f"batch_size must be at least 1; got {self.batch_size}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number such as 1e-3; got {self.lr!r}")
+            raise StudioError(f"lr must be a positive number such as 1e-3; got {self.lr!r}")
         if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
-            raise ValueError(f"alpha weighs the distillation term against the task loss: give 0..1; got {self.alpha!r}")
+            raise StudioError(f"alpha weighs the distillation term against the task loss: give 0..1; got {self.alpha!r}")
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be positive (e.g. 4.0); got {self.temperature!r}")
+            raise StudioError(f"temperature must be positive (e.g. 4.0); got {self.temperature!r}")
         SCHEDULES.get_or_raise(self.prune_schedule)
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "alpha", float(self.alpha))

@@ -58,3 +58,37 @@ def test_verify_every_format(samples, tmp_path):
         assert v.estimated_bytes == session.size(plan).size_bytes
     with pytest.raises(ValueError, match="cannot verify"):
         session.verify(session.export(plan, tmp_path / "p.json", format="plan"))
+
+
+def test_finetune_recovers_a_4_bit_plan_and_verifies_the_file(tmp_path, capsys):
+    argv = ["finetune", "--model", "digits-cnn", "--bits", "3", "--act-bits", "8", "--epochs", "2", "--export", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "training: 100%" in captured.err and "epoch 2:" in captured.err
+    out = json.loads(captured.out)
+    assert len(out["recovery"]["history"]) == 2
+    assert out["report"]["metric"] > out["before_metric"]  # QAT wins back what 3-bit weights lost
+    v = out["verification"]
+    assert v["file_bytes"] == v["estimated_bytes"] == out["report"]["size_bytes"]
+    assert v["metric"] == pytest.approx(out["report"]["metric"])
+
+
+def test_finetune_distils_a_narrower_student(tmp_path, capsys):
+    assert main(["finetune", "--model", "digits-mlp", "--width", "0.25", "--bits", "8", "--epochs", "1", "--export", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recovery"]["config"]["method"] == "distill"
+    teacher_bytes = 4 * sum(p.numel() for p in studio.load_sample("digits-mlp").model.parameters())
+    assert out["report"]["float_size_bytes"] < 0.3 * teacher_bytes
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["finetune", "--model", "digits-cnn", "--width", "1.5", "--export", "x"], "width multiplier"),
+        (["finetune", "--model", "digits-cnn", "--epochs", "0", "--export", "x"], "epochs must be at least 1"),
+        (["finetune", "--model", "nope.pt", "--export", "x"], "needs training data"),
+    ],
+)
+def test_finetune_bad_input_exits_non_zero_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
