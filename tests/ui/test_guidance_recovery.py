@@ -114,6 +114,19 @@ def test_recovery_curve_cancel_restart_finish_and_undo():
     app.close()
 
 
+@pytest.mark.slow
+def test_a_distilled_student_of_digits_cnn_at_width_half_is_within_a_point(cnn_app):
+    app, state, panel = cnn_app, cnn_app.state, cnn_app.recovery_panel
+    teacher = state.session.baseline_metric
+    panel.width.value, panel.epochs.value, panel.lr.value = 0.5, 50, 5e-3
+    panel.start.click()
+    wait_job(state, timeout=300)
+    assert "student width 0.5" in state.recovered and state.plan == Plan()
+    assert state.session.float_size_bytes < 0.3 * 4 * sum(p.numel() for p in studio.load_sample("digits-cnn").model.parameters())
+    assert app.wait(60)
+    assert state.eval_report.metric >= teacher - 0.01  # measured on the 500 eval images
+
+
 def test_students_are_for_samples_only(mlp_session):
     from studio.ui.state import StudioState
 
