@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .engine import Plan, Report, Session, StudioError, Verification
 from .engine.activations import RANGE_METHODS
@@ -72,7 +73,7 @@ def progress_bar(desc: str, unit: str = "call") -> Callable[[int, int], None]:
     return update
 
 
-def format_verification(v: "Verification") -> str:
+def format_verification(v: Verification) -> str:
     return (
         f"verified {v.path} in {v.runtime}: {v.metric_name} {v.metric:.4f} (studio {v.studio_metric:.4f}, "
         f"gap {v.metric_gap:+.4f}); file {v.file_bytes} B (studio estimate {v.estimated_bytes} B); "

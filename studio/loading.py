@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

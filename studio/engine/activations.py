@@ -10,8 +10,8 @@ and rounds half to even, as ONNX QuantizeLinear does, so exports reproduce it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

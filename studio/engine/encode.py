@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class LayerSize:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerSize":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSize:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
 

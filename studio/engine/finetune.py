@@ -20,7 +20,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-def judge_session(session: "Session", model: nn.Module) -> "Session":
+def judge_session(session: Session, model: nn.Module) -> Session:
     """A Session of ``model`` on ``session``'s eval batches, metric and output function:
     what ``Session(model, eval_data).evaluate(plan)`` measures."""
     return session.with_model(model)
@@ -55,7 +56,7 @@ def _call(model: nn.Module, inputs: Inputs, weights: dict[str, torch.Tensor]) ->
 class _Run:
     """The state of one fine-tuning run on a private copy of the session's float model."""
 
-    def __init__(self, session: "Session", plan: Plan, config: FinetuneConfig, teacher: nn.Module | None) -> None:
+    def __init__(self, session: Session, plan: Plan, config: FinetuneConfig, teacher: nn.Module | None) -> None:
         self.session, self.plan, self.config = session, plan, config
         self.device = session.device
         self.base = session.float_model()  # clean (no hooks): copied for the judge and the result
@@ -159,7 +160,7 @@ class _Run:
 
 
 def finetune(
-    session: "Session",
+    session: Session,
     plan: Plan,
     train_data: Any,
     *,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ class Fidelity:
         return {"agreement": self.agreement, "kl": self.kl, "cosine": self.cosine}
 
     @classmethod
-    def from_dict(cls, data: dict[str, float]) -> "Fidelity":
+    def from_dict(cls, data: dict[str, float]) -> Fidelity:
         return cls(float(data["agreement"]), float(data["kl"]), float(data["cosine"]))
 
 

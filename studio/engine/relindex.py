@@ -16,8 +16,8 @@ low byte and the sum of their high parts determine every width from 1 to 8 bits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

@@ -119,7 +119,7 @@ class Session:
         """How this session was made, as data (``recipe().build()`` makes an equal session)."""
         return self._recipe
 
-    def with_model(self, model: nn.Module) -> "Session":
+    def with_model(self, model: nn.Module) -> Session:
         """A session of ``model`` made as this one was: same eval data, metric, calibration and device."""
         return self._recipe.with_model(model).build()
 

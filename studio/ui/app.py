@@ -15,12 +15,12 @@ import ipywidgets as W
 from ..engine import Report, Session
 from ..samples import list_samples
 from .export_panel import ExportPanel
-from .guidance_panel import GuidancePanel
-from .recovery_panel import RecoveryPanel
 from .figures import histogram_data, histogram_figure, history_figure, set_font_size, update_histogram, update_history
+from .guidance_panel import GuidancePanel
 from .html import layer_bars_html, metric_html, size_html
 from .layers_panel import LayersPanel
 from .model_panel import ModelPanel
+from .recovery_panel import RecoveryPanel
 from .resize import FigureResizer
 from .state import StudioState
 from .style import CSS

@@ -9,7 +9,8 @@ size or selection changed are touched.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as W
 
@@ -94,7 +95,7 @@ class LayerRow:
 class LayerGroup:
     """A block of layers: a header that sums them up and sets them all, and rows built on opening."""
 
-    def __init__(self, index: int, title: str, names: list[str], panel: "LayersPanel") -> None:
+    def __init__(self, index: int, title: str, names: list[str], panel: LayersPanel) -> None:
         self.title, self.names, self.panel = title, names, panel
         self.toggle = W.Button(description=f"▸ {title}", tooltip=f"{len(names)} layers: {names[0]} … {names[-1]}")
         self.toggle.add_class("studio-group-toggle")

@@ -19,8 +19,7 @@ from typing import Any
 
 import traitlets
 
-from ..engine import Plan, Report, Session
-from ..engine import StudioError
+from ..engine import Plan, Report, Session, StudioError
 from .work import LongWork
 from .worker import Evaluator
 

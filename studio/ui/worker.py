@@ -11,11 +11,11 @@ import atexit
 import dataclasses
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from ..engine import Cancelled, Plan, Report, Session
 
-_LIVE: "weakref.WeakSet[Evaluator]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Evaluator] = weakref.WeakSet()
 
 
 @atexit.register

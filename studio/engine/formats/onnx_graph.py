@@ -7,7 +7,8 @@ rebuilt on demand after edits, which is cheap next to the graphs' sizes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -18,7 +18,8 @@ output) are kept too. The studio's numbers do not change (up to float summation 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def _fake(values: torch.Tensor, q: Any) -> torch.Tensor:
     return values if q is None else fake_quant(values, q)
 
 
-def _slice_rows(result: "CompressedWeight", keep: torch.Tensor) -> "CompressedWeight":
+def _slice_rows(result: CompressedWeight, keep: torch.Tensor) -> CompressedWeight:
     """The producer without its removed output channels (rows of the channel view)."""
     uniform = result.uniform
     if uniform is not None and uniform.scale.numel() > 1:
@@ -84,7 +85,7 @@ def _slice_rows(result: "CompressedWeight", keep: torch.Tensor) -> "CompressedWe
     )
 
 
-def _slice_inputs(result: "CompressedWeight", channels: int, keep: torch.Tensor) -> "CompressedWeight":
+def _slice_inputs(result: CompressedWeight, channels: int, keep: torch.Tensor) -> CompressedWeight:
     """The consumer without the removed input channels (columns grouped by input channel)."""
 
     def cut(view: torch.Tensor | None) -> torch.Tensor | None:
@@ -100,10 +101,10 @@ def _slice_inputs(result: "CompressedWeight", channels: int, keep: torch.Tensor)
 
 def shrink_structured(
     model: Any,
-    layers: Sequence["LayerInfo"],
-    weights: Mapping[str, "CompressedWeight"],
+    layers: Sequence[LayerInfo],
+    weights: Mapping[str, CompressedWeight],
     acts: Mapping[str, tuple[Any, Any]],
-) -> tuple[list["LayerInfo"], dict[str, "CompressedWeight"], dict[str, str]]:
+) -> tuple[list[LayerInfo], dict[str, CompressedWeight], dict[str, str]]:
     """Remove exactly-removable pruned channels; returns the new layers, weights and, per
     producer, what was removed. Edits the graph's bias initializers in place."""
     from onnx import numpy_helper
