@@ -29,6 +29,7 @@ from torch.func import functional_call
 
 from .data import Inputs, call_model, to_device
 from .distill import TaskLoss, cross_entropy, distillation_loss
+from .layers import weight_of
 from .plan import Plan
 from .progress import CancelFn, ProgressFn, check, report
 from .prune import prune_mask
@@ -84,7 +85,7 @@ class _Run:
             self.teacher = copy.deepcopy(source).to(self.device).eval().requires_grad_(False)
 
     def weight(self, name: str) -> torch.Tensor:
-        return self.model.get_submodule(name).weight
+        return weight_of(self.model.get_submodule(name))
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         """The training forward: compressed weights (straight-through), quantized activations."""
@@ -127,6 +128,8 @@ class _Run:
         if targets is not None:
             targets = targets.to(self.device)
         if self.teacher is None:
+            if targets is None:  # finetune() checks this up front
+                raise ValueError("method='qat' trains on the task loss and needs targets")
             return task_loss(outputs, targets)
         with torch.no_grad():
             teacher_out = self.session.output_fn(call_model(self.teacher, to_device(inputs, self.device)))
@@ -151,6 +154,7 @@ class _Run:
         forward_metric = judge.score(outputs).metric
         report_ = judge.evaluate(self.plan, cancel=cancel)
         self.acts.update(judge.activation_params(self.plan))
+        assert report_.metric is not None  # evaluate() measures it
         return report_.metric, forward_metric, report_.size_bytes
 
     def close(self) -> None:
@@ -229,7 +233,7 @@ def finetune(
                     run.set_masks(step + 1, ramp)  # the ramp's last batch already trains at the plan's ratio
                     loss = run.loss(run.forward(inputs), inputs, targets, task_loss)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     schedule.step()
                     run.reapply_masks()

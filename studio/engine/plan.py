@@ -93,6 +93,13 @@ class LayerSpec:
     def is_float(self) -> bool:
         return self.bits is None
 
+    @property
+    def code_bits(self) -> int:
+        """The width of the integer codes (2..8); a ValueError for a float32 or float16 layer."""
+        if self.bits not in INT_BITS or self.bits is None:
+            raise ValueError(f"a {self.label()} layer has no integer codes")
+        return self.bits
+
     def label(self) -> str:
         """A short human label such as 'int4 ch sym, 50% pruned'."""
         if self.bits is None:

@@ -43,7 +43,7 @@ class TrainSet:
         self._targets: torch.Tensor | None = None
         try:
             self._inputs = _cat([x for x, _ in batches])
-            self._targets = torch.cat([t for _, t in batches]) if self.has_targets else None
+            self._targets = torch.cat([t for _, t in batches if t is not None]) if self.has_targets else None  # all or none (to_batches)
         except (RuntimeError, TypeError, KeyError, IndexError):
             self._inputs = self._targets = None  # shapes differ: shuffle whole batches instead
         self.n_samples = sum(batch_len(x) for x, _ in batches)

@@ -104,6 +104,13 @@ class Graph:
             return numpy_helper.to_array(node.attribute[0].t)
         return None
 
+    def need_constant(self, name: str) -> np.ndarray:
+        """``constant(name)``, where the graph must hold one."""
+        value = self.constant(name)
+        if value is None:
+            raise ValueError(f"{name!r} is not a constant of the graph")
+        return value
+
     def add_init(self, base: str, array: np.ndarray, int4: bool = False, exact_name: bool = False) -> str:
         name = base if exact_name else self.fresh(base)
         self.inits[name] = make_initializer(name, array, int4)

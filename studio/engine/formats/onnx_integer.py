@@ -133,7 +133,7 @@ def _int32_bias(graph: Graph, site: Site, q_in: ActQParams, w_scale: np.ndarray)
     """The bias on the accumulator's grid (scale input_scale * weight_scale), rounded; None if it overflows."""
     if site.bias is None:
         return None
-    bias = graph.constant(site.bias).astype(np.float64) / (np.float64(q_in.scale) * w_scale.astype(np.float64))
+    bias = graph.need_constant(site.bias).astype(np.float64) / (np.float64(q_in.scale) * w_scale.astype(np.float64))
     if not np.all(np.abs(bias) < INT32_LIMIT):
         raise OverflowError(site.info.name)
     return np.round(bias).astype(np.int32)
@@ -186,14 +186,14 @@ def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: CompressedW
     y_q = graph.fresh(site.output + "_q")
     graph.drop_init(site.key)
     if node.op_type == "Conv":
-        w = store_int8(graph, site.key + "_q", codes, result.spec.bits, node)
+        w = store_int8(graph, site.key + "_q", codes, result.spec.code_bits, node)
         inputs = [x_q, s_in, z_in, w, s_w, z_w, s_out, z_out]
         bias = _int32_bias(graph, site, q_in, w_scale)
-        if bias is not None:
+        if bias is not None and site.bias is not None:
             inputs.append(graph.add_init(site.bias + "_int32", bias))
         new = [graph.node("QLinearConv", inputs, [y_q], **_attrs(node))]
     else:  # Linear as Gemm(transB) or Transpose + MatMul (+ Add): B is (in, out)
-        w = store_int8(graph, site.key + "_qT", np.ascontiguousarray(codes.T), result.spec.bits, node)
+        w = store_int8(graph, site.key + "_qT", np.ascontiguousarray(codes.T), result.spec.code_bits, node)
         y = graph.fresh(site.output + "_float")
         inputs = [x_q, w, s_in, s_w, z_in, z_w] + ([site.bias] if site.bias else [])
         new = [graph.node("MatMulIntegerToFloat", inputs, [y], domain=MS_DOMAIN), graph.node("QuantizeLinear", [y, s_out, z_out], [y_q])]
@@ -257,7 +257,7 @@ def build_fast(
             continue
         result, pair = weights[info.name], acts.get(info.name)
         why_not = runs_integer(graph, site, result, pair)
-        if why_not is None:
+        if why_not is None and pair is not None:
             _integer_layer(graph, qz, site, result, pair)
             how[info.name] = f"integer kernel ({'QLinearConv' if site.node.op_type == 'Conv' else 'MatMulIntegerToFloat'})"
         else:

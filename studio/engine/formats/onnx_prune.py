@@ -53,7 +53,7 @@ def _terminals(graph: Graph, tensor: str) -> list[tuple[Any, list[str]]] | None:
     None if the channel structure meets anything else (or the graph output).
     """
     found: list[tuple[Any, list[str]]] = []
-    stack = [(tensor, [])]
+    stack: list[tuple[str, list[str]]] = [(tensor, [])]
     while stack:
         name, path = stack.pop()
         if name in graph.outputs:
@@ -88,14 +88,13 @@ def _slice_rows(result: CompressedWeight, keep: torch.Tensor) -> CompressedWeigh
 def _slice_inputs(result: CompressedWeight, channels: int, keep: torch.Tensor) -> CompressedWeight:
     """The consumer without the removed input channels (columns grouped by input channel)."""
 
-    def cut(view: torch.Tensor | None) -> torch.Tensor | None:
-        if view is None:
-            return None
+    def cut(view: torch.Tensor) -> torch.Tensor:
         rows = view.shape[0]
         return view.reshape(rows, channels, -1)[:, keep].reshape(rows, -1)
 
     return dataclasses.replace(
-        result, float_view=cut(result.float_view), dequant_view=cut(result.dequant_view), keep=cut(result.keep), codes=cut(result.codes)
+        result, float_view=cut(result.float_view), dequant_view=cut(result.dequant_view),
+        keep=None if result.keep is None else cut(result.keep), codes=None if result.codes is None else cut(result.codes),
     )
 
 
@@ -135,7 +134,7 @@ def shrink_structured(
         if not reached or any(id(node) not in by_node for node, _ in reached):
             report[info.name] = "kept: the pruned channels reach something other than a compressible layer (an Add, a reshape, the output)"
             continue
-        bias = torch.from_numpy(graph.constant(site.bias).astype(np.float32))
+        bias = torch.from_numpy(graph.need_constant(site.bias).astype(np.float32))
         const = _fake(bias, acts.get(info.name, (None, None))[1])
         removable = dead.clone()
         plans = []
@@ -172,7 +171,7 @@ def shrink_structured(
             w = cres.dequant_view.reshape(cres.dequant_view.shape[0], channels, -1).double()
             extra = (w[:, removable, :].sum(dim=2) * value[removable].double()).sum(dim=1)
             if csite.bias is not None and bool((extra != 0).any()):
-                cbias = graph.constant(csite.bias).astype(np.float64) + extra.numpy()
+                cbias = graph.need_constant(csite.bias).astype(np.float64) + extra.numpy()
                 graph.inits[csite.bias] = numpy_helper.from_array(cbias.astype(np.float32), csite.bias)
             weights[cinfo.name] = _slice_inputs(cres, channels, keep)
             shape = list(cinfo.weight_shape)

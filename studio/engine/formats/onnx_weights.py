@@ -46,11 +46,11 @@ def float_weight(result: CompressedWeight, shape: tuple[int, ...], axis: int) ->
 def integer_codes(result: CompressedWeight, shape: tuple[int, ...], axis: int) -> np.ndarray:
     """Uniform codes in the weight's layout: int8 when symmetric, uint8 otherwise."""
     dtype = np.int8 if result.spec.symmetric else np.uint8
-    return to_layout(result.codes, shape, axis).astype(dtype)
+    return to_layout(result.need_codes(), shape, axis).astype(dtype)
 
 
 def _scales(result: CompressedWeight, shape: tuple[int, ...], axis: int) -> tuple[np.ndarray, np.ndarray]:
-    u = result.uniform
+    u = result.need_uniform()
     scale = u.scale.numpy().astype(np.float32)
     zero = u.zero_point.numpy().astype(np.float32)
     if scale.size == 1:
@@ -77,8 +77,8 @@ def store_folded(graph: Graph, key: str, result: CompressedWeight, shape: tuple[
         graph.insert_before(anchor, graph.node("Cast", [half], [key], to=TensorProto.FLOAT))
         return "float16"
     if spec.cluster:
-        codebook = result.codebook.numpy().astype(np.float32)
-        index = to_layout(result.codes, shape, axis).astype(np.uint8)
+        codebook = result.need_codebook().numpy().astype(np.float32)
+        index = to_layout(result.need_codes(), shape, axis).astype(np.uint8)
         small = codebook.size <= 16
         idx = graph.add_init(key + "_index", index, int4=small)
         book = graph.add_init(key + "_codebook", codebook)
@@ -127,7 +127,7 @@ def integer_kernel_scales(result: CompressedWeight, bias: np.ndarray | None, inp
     to a multiple of the input's scale; instead the scale puts the bias at about 2**24 on
     the accumulator's grid, where float32 represents it to 2**-24 of its size.
     """
-    scale = result.uniform.scale.numpy().astype(np.float32).copy()
+    scale = result.need_uniform().scale.numpy().astype(np.float32).copy()
     if scale.size == 1 or bias is None or result.codes is None:
         return scale
     zero = ~(result.codes != 0).any(dim=1).numpy()
