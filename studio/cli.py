@@ -26,6 +26,7 @@ from .samples import list_samples, load_sample
 
 
 def _session(model_arg: str, data_arg: str | None) -> Session:
+    data: Any
     if model_arg in list_samples():
         sample = load_sample(model_arg)
         model, data = sample.model, sample.eval_data
@@ -95,7 +96,7 @@ def format_report(report: Report) -> str:
         noise = "" if report.delta_stderr is None else f" (+/- {1.96 * report.delta_stderr:.4f} at 95%)"
         lines.append(
             f"{report.metric_name}: {report.baseline_metric:.4f} -> {report.metric:.4f} "
-            f"(delta {report.delta:+.4f}{noise}); agreement with float {report.fidelity.agreement:.4f}"
+            f"(delta {report.delta:+.4f}{noise}); agreement with float {report.fidelity.agreement if report.fidelity else float('nan'):.4f}"
         )
     return "\n".join(lines)
 
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"verifying {path}", file=sys.stderr)
             verification = session.verify(path)
         if args.json:
-            out = {"report": report.to_dict(), "path": str(path)}
+            out: dict[str, Any] = {"report": report.to_dict(), "path": str(path)}
             out["verification"] = verification.to_dict() if verification else None
             print(json.dumps(out, indent=2))
         else:

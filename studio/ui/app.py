@@ -39,7 +39,6 @@ class Studio(W.VBox):
         super().__init__()
         self.add_class("studio-root")
         self.state = StudioState()
-        self._train_data = train_data
 
         custom = model is not None
         self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)

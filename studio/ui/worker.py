@@ -99,6 +99,8 @@ class Evaluator:
                 self._cond.wait_for(lambda: self._job is not None or self._closed)
                 if self._closed:
                     return
+                if self._job is None:  # woken by close()
+                    continue
                 generation, session, plan = self._job
                 self._job = None
                 self._running = True
