@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make app   - install into .venv if needed and serve the Voila app on http://127.0.0.1:8866
-#   make test  - install what the tests need (Chromium too, when run as root) and run every test
+#   make test  - install what the tests need (Chromium too, when run as root), lint (ruff, mypy) and run every test
 #   make workshop - serve the workshop notebooks (apps/workshop) as a Voila page list on http://127.0.0.1:8867
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +10,7 @@ PORT   ?= 8866
 WORKSHOP_PORT ?= 8867
 WORKSHOP_POOL ?= 0
 
-.PHONY: app workshop test install chromium bench clean
+.PHONY: app workshop test lint install chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ workshop: $(STAMP)
 	  --VoilaConfiguration.file_allowlist="['downloads/[0-9a-f]{32}/[A-Za-z0-9_.-]+']" \
 	  $(if $(filter-out 0,$(WORKSHOP_POOL)),--preheat_kernel=True --pool_size=$(WORKSHOP_POOL))
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
 	$(PY) -m pytest
+
+# ruff (rules in pyproject.toml) over the repository; mypy: strict on studio/engine, the rest of studio/ non-strict
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py

@@ -35,13 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import studio  # noqa: E402
 from studio.engine import LayerSpec, Plan  # noqa: E402
-from studio.engine.formats import studio as studio_format  # noqa: E402
 from studio.engine.activations import ActStats, range_kl, range_mse  # noqa: E402
 from studio.engine.bitstream import huffman_decode, huffman_encode, pack, unpack  # noqa: E402
 from studio.engine.cluster import kmeans_1d  # noqa: E402
 from studio.engine.compress import compress_view  # noqa: E402
+from studio.engine.formats import studio as studio_format  # noqa: E402
 from studio.engine.quantize import choose_params  # noqa: E402
-
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (steadier on a busy machine, with --threads 1)
 
@@ -141,12 +140,12 @@ def per_weight(shapes: list[tuple[int, int]], repeats: int) -> None:
         w = torch.randn(rows, cols) * 0.02
         n = w.numel()
         fns = {
-            "int8 compress_view": lambda: compress_view(w, LayerSpec(bits=8), True, 0),
-            "mse choose_params int8": lambda: choose_params(w, 8, True, "mse"),
-            "mse choose_params int4": lambda: choose_params(w, 4, True, "mse"),
-            "kmeans_1d k=32": lambda: kmeans_1d(w.reshape(-1), 32),
-            "mse compress_view int8": lambda: compress_view(w, LayerSpec(bits=8, clip="mse"), True, 0),
-            "k-means compress_view 5-bit": lambda: compress_view(w, LayerSpec(bits=5, cluster=True), True, 0),
+            "int8 compress_view": lambda w=w: compress_view(w, LayerSpec(bits=8), True, 0),
+            "mse choose_params int8": lambda w=w: choose_params(w, 8, True, "mse"),
+            "mse choose_params int4": lambda w=w: choose_params(w, 4, True, "mse"),
+            "kmeans_1d k=32": lambda w=w: kmeans_1d(w.reshape(-1), 32),
+            "mse compress_view int8": lambda w=w: compress_view(w, LayerSpec(bits=8, clip="mse"), True, 0),
+            "k-means compress_view 5-bit": lambda w=w: compress_view(w, LayerSpec(bits=5, cluster=True), True, 0),
         }
         times = {k: [] for k in fns}
         for _ in range(repeats):  # interleaved, so that the machine's load falls on all alike
@@ -168,8 +167,8 @@ def calibration(repeats: int) -> None:
     stats.observe_range(x)
     stats.observe_hist(x)
     for bits in (8, 16):
-        row(f"range_kl per tensor (2048 bins, {bits}-bit)", median_s(lambda: range_kl(stats, bits), repeats * 5) * 1000, "ms")
-        row(f"range_mse per tensor (2048 bins, {bits}-bit)", median_s(lambda: range_mse(stats, bits), repeats * 5) * 1000, "ms")
+        row(f"range_kl per tensor (2048 bins, {bits}-bit)", median_s(lambda bits=bits: range_kl(stats, bits), repeats * 5) * 1000, "ms")
+        row(f"range_mse per tensor (2048 bins, {bits}-bit)", median_s(lambda bits=bits: range_mse(stats, bits), repeats * 5) * 1000, "ms")
 
 
 def layer(rows: int, cols: int, repeats: int) -> None:
@@ -180,7 +179,7 @@ def layer(rows: int, cols: int, repeats: int) -> None:
         ("int4 50% pruned", LayerSpec(bits=4, prune=0.5)),
         ("5-bit k-means", LayerSpec(bits=5, cluster=True)),
     ):
-        row(f"compress_view {rows}x{cols} {name}", median_s(lambda: compress_view(w, spec, True, 0), repeats) * 1000, "ms")
+        row(f"compress_view {rows}x{cols} {name}", median_s(lambda spec=spec: compress_view(w, spec, True, 0), repeats) * 1000, "ms")
         result = compress_view(w, spec, True, 0)
         row(f"cached result {rows}x{cols} {name} nbytes", result.nbytes / w.numel(), "B/weight")
 

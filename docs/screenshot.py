@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
 from voila_harness import launch_browser, open_app, voila_server  # noqa: E402
 
 

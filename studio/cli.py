@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .engine import Plan, Report, Session, StudioError, Verification
 from .engine.activations import RANGE_METHODS
@@ -25,6 +26,7 @@ from .samples import list_samples, load_sample
 
 
 def _session(model_arg: str, data_arg: str | None) -> Session:
+    data: Any
     if model_arg in list_samples():
         sample = load_sample(model_arg)
         model, data = sample.model, sample.eval_data
@@ -72,7 +74,7 @@ def progress_bar(desc: str, unit: str = "call") -> Callable[[int, int], None]:
     return update
 
 
-def format_verification(v: "Verification") -> str:
+def format_verification(v: Verification) -> str:
     return (
         f"verified {v.path} in {v.runtime}: {v.metric_name} {v.metric:.4f} (studio {v.studio_metric:.4f}, "
         f"gap {v.metric_gap:+.4f}); file {v.file_bytes} B (studio estimate {v.estimated_bytes} B); "
@@ -94,7 +96,7 @@ def format_report(report: Report) -> str:
         noise = "" if report.delta_stderr is None else f" (+/- {1.96 * report.delta_stderr:.4f} at 95%)"
         lines.append(
             f"{report.metric_name}: {report.baseline_metric:.4f} -> {report.metric:.4f} "
-            f"(delta {report.delta:+.4f}{noise}); agreement with float {report.fidelity.agreement:.4f}"
+            f"(delta {report.delta:+.4f}{noise}); agreement with float {report.fidelity.agreement if report.fidelity else float('nan'):.4f}"
         )
     return "\n".join(lines)
 
@@ -109,7 +111,7 @@ def export_and_report(session: Session, report: Report, args: argparse.Namespace
         print(f"verifying {path}", file=sys.stderr)
         verification = session.verify(path)
     if args.json:
-        out = {"report": report.to_dict(), "path": str(path)}
+        out: dict[str, Any] = {"report": report.to_dict(), "path": str(path)}
         out["verification"] = verification.to_dict() if verification else None
         out.update(extra or {})
         print(json.dumps(out, indent=2))

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     rec = session.finetune(plan, train, method=method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            teacher=teacher, prune_schedule=args.prune_schedule, seed=args.seed,
                            progress=progress_bar("training", unit="batch"), on_epoch=_print_epoch)
+    if rec.model is None:  # finetune always returns its trained model; from_dict may not
+        raise StudioError("fine-tuning returned no model")
     recovered = session.with_model(rec.model)
     report = recovered.evaluate(plan)
     if not args.json:

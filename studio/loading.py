@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,10 @@ from .engine.errors import StudioError
 from .samples import SAMPLES, sample_spec
 
 Arch = str | nn.Module | Callable[[], nn.Module] | None
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
 
 
 def _state_dict_from(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -100,9 +105,10 @@ def load_model(path: str | Path, arch: Arch = None) -> nn.Module:
             f"weights-only torch file ({str(exc).splitlines()[0][:200]}). Save a state dict with "
             "safetensors, or the model with torch.jit.script(model).save(path)"
         ) from exc
-    state = _state_dict_from(obj)
-    if state is None:
+    found = _state_dict_from(obj)
+    if found is None:
         raise StudioError(f"{path.name} holds no state dict of tensors; save model.state_dict() instead")
+    state = found
     return model_from_state_dict(state, arch)
 
 
@@ -199,5 +205,5 @@ def load_compressed(path: str | Path, arch: Arch = None) -> nn.Module:
     except RuntimeError as exc:
         raise StudioError(f"the studio file does not fit the architecture ({str(exc)[:300]})") from exc
     for name, pair in decoded.acts.items():
-        install_act_hooks(model.get_submodule(name), lambda pair=pair: pair)
+        install_act_hooks(model.get_submodule(name), _constant(pair))
     return model.eval()

@@ -70,7 +70,7 @@ def test_unknown_state_dict_and_garbage(tmp_path):
 
 def test_samples_list_and_records(samples):
     assert studio.list_samples() == ["digits-mlp", "digits-cnn", "digits-resnet", "digits-vit"]
-    for name, sample in samples.items():
+    for sample in samples.values():
         assert not sample.model.training
         x, y = sample.eval_data
         assert x.shape == (500, 1, 8, 8) and y.shape == (500,)

@@ -10,8 +10,8 @@ and rounds half to even, as ONNX QuantizeLinear does, so exports reproduce it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from .registry import Registry
 
 HIST_BINS = 2048
 PERCENTILE = 99.99
-ACT_BITS = (8, 16)
 
 
 @dataclass(frozen=True)
@@ -29,11 +28,6 @@ class ActQParams:
     zero_point: int
     qmin: int
     qmax: int
-
-    @property
-    def stored_bytes(self) -> int:
-        """A float32 scale and a zero-point of the activation's own width."""
-        return 4 + (1 if self.qmax <= 255 else 2)
 
 
 def act_qrange(bits: int) -> tuple[int, int]:
@@ -89,6 +83,12 @@ class ActStats:
         counts = torch.histc(x.float().flatten(), HIST_BINS, lo, hi).numpy().astype(np.int64)
         self.hist = counts if self.hist is None else self.hist + counts
 
+    def histogram(self) -> np.ndarray:
+        """The counts that ``observe_hist`` gathered (the histogram methods need them)."""
+        if self.hist is None:
+            raise ValueError("no histogram was observed: call observe_hist before a histogram range method")
+        return self.hist
+
     def _bounds(self) -> tuple[float, float]:
         lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
         return (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
@@ -112,11 +112,12 @@ def range_minmax(stats: ActStats, bits: int) -> tuple[float, float]:
 @register_range_method("percentile")
 def range_percentile(stats: ActStats, bits: int) -> tuple[float, float]:
     """Clip the lowest and highest 0.01% of values."""
-    cdf = np.cumsum(stats.hist) / max(stats.hist.sum(), 1)
+    hist = stats.histogram()
+    cdf = np.cumsum(hist) / max(int(hist.sum()), 1)
     centers = stats.centers()
     tail = (100 - PERCENTILE) / 100
-    lo = centers[min(np.searchsorted(cdf, tail), len(centers) - 1)]
-    hi = centers[min(np.searchsorted(cdf, 1 - tail), len(centers) - 1)]
+    lo = centers[min(int(np.searchsorted(cdf, tail)), len(centers) - 1)]
+    hi = centers[min(int(np.searchsorted(cdf, 1 - tail)), len(centers) - 1)]
     return float(lo), float(hi)
 
 
@@ -134,9 +135,10 @@ def range_mse(stats: ActStats, bits: int) -> tuple[float, float]:
     """
     candidates = _candidates(stats)
     params = [qparams_for_range(lo, hi, bits) for lo, hi in candidates]
-    used = np.flatnonzero(stats.hist)  # empty bins add nothing
+    hist = stats.histogram()
+    used = np.flatnonzero(hist)  # empty bins add nothing
     centers = stats.centers()[used][None, :]
-    counts = stats.hist[used].astype(np.float64)[None, :]
+    counts = hist[used].astype(np.float64)[None, :]
     scale = np.array([q.scale for q in params])[:, None]
     zero_point = np.array([q.zero_point for q in params], dtype=np.float64)[:, None]
     qmin, qmax = act_qrange(bits)
@@ -165,7 +167,7 @@ def range_kl(stats: ActStats, bits: int) -> tuple[float, float]:
     candidates = _candidates(stats)
     alpha = np.linspace(0.2, 1.0, 81)
     centers = stats.centers()
-    hist = stats.hist.astype(np.float64)
+    hist = stats.histogram().astype(np.float64)
     levels = 2 ** min(bits, 8)
     total = hist.sum()
     lo = np.minimum(stats.lo * alpha, 0)

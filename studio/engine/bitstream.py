@@ -81,7 +81,7 @@ def unpack(data: bytes, width: int, count: int) -> np.ndarray:
     need = math.ceil(count * width / 8)
     if len(buf) < need:
         raise ValueError("the packed stream is truncated")
-    out = np.empty(count, dtype=uint_dtype(width))
+    out: np.ndarray = np.empty(count, dtype=uint_dtype(width))
     mask = np.uint64((1 << width) - 1)
     for start in range(0, count, CHUNK):
         m = min(CHUNK, count - start)
@@ -119,14 +119,15 @@ def huffman_encode(symbols: np.ndarray, alphabet: int) -> bytes:
     words = np.zeros(total_bits // 32 + 2, dtype=">u4")  # the payload as big-endian 32-bit words
     n_blocks = -(-n // BLOCK_SYMBOLS)
     block_ends = np.empty(n_blocks, dtype=np.int64)
-    pair_code, pair_len = _pair_tables(codes, lengths)
-    per_block = BLOCK_SYMBOLS if pair_code is None else BLOCK_SYMBOLS // 2  # items per block
+    pair_tables = _pair_tables(codes, lengths)
+    per_block = BLOCK_SYMBOLS if pair_tables is None else BLOCK_SYMBOLS // 2  # items per block
     base = 0
     for start in range(0, n, CHUNK):
         part = symbols[start : start + CHUNK]
-        if pair_code is None:
+        if pair_tables is None:
             code, lens = codes.astype(np.uint64)[part], lengths.astype(np.uint8)[part]
         else:  # two symbols per item: half the scattering
+            pair_code, pair_len = pair_tables
             pairs = _pair_index(part, alphabet)
             code, lens = pair_code[pairs], pair_len[pairs]
         ends = np.cumsum(lens, dtype=np.int64)
@@ -152,14 +153,14 @@ def huffman_encode(symbols: np.ndarray, alphabet: int) -> bytes:
     payload = words.view(np.uint8)[: math.ceil(total_bits / 8)]
     block_bits = np.diff(np.concatenate([[0], block_ends]))[:-1] - BLOCK_SYMBOLS
     table = lengths.astype(np.uint8).tobytes() + block_bits.astype("<u2").tobytes()
-    return b"".join([table, memoryview(payload)])
+    return b"".join([table, payload.data])
 
 
-def _pair_tables(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _pair_tables(codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Codes and lengths of every symbol pair (plus a zero-length pad symbol), for small alphabets."""
     a = len(codes)
     if a > 256:
-        return None, None
+        return None
     c = np.append(codes.astype(np.uint64), np.uint64(0))
     ln = np.append(lengths.astype(np.uint64), np.uint64(0))
     pair_code = (c[:, None] << ln[None, :]) | c[None, :]
@@ -215,7 +216,7 @@ def huffman_decode(data: bytes, alphabet: int, count: int) -> np.ndarray:
 def _decode_tables(lengths: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """Symbol and code length for every 16-bit window (the code is its leading bits)."""
     codes = canonical_codes(lengths).astype(np.int64)
-    lut_sym = np.zeros(1 << MAX_CODE_BITS, dtype=dtype)
+    lut_sym: np.ndarray = np.zeros(1 << MAX_CODE_BITS, dtype=dtype)
     lut_len = np.full(1 << MAX_CODE_BITS, MAX_CODE_BITS, dtype=np.int64)  # not a code: damaged data
     for sym in np.flatnonzero(lengths):
         shift = MAX_CODE_BITS - int(lengths[sym])
@@ -230,7 +231,7 @@ def _windows(buf: np.ndarray) -> np.ndarray:
     return np.ndarray((len(buf) - 3,), dtype=">u4", buffer=buf, strides=(1,))
 
 
-def _decode_lockstep(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, starts: np.ndarray, count: int):  # noqa: ANN202
+def _decode_lockstep(buf: np.ndarray, lut_sym: np.ndarray, lut_len: np.ndarray, starts: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     n_blocks = len(starts)
     steps = np.empty((BLOCK_SYMBOLS, n_blocks), dtype=lut_sym.dtype)  # step j: symbol j of every block
     words = _windows(buf)

@@ -9,11 +9,10 @@ place.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
-
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import kind_of, weight_key, weight_of

@@ -9,7 +9,8 @@ and reused by every later plan.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ class Calibrator:
     """Activation statistics of each layer's input and output over the calibration set."""
 
     @classmethod
-    def for_data(cls, calibration_data: Any, eval_batches: list[Batch], batch_size: int, input_mode: str, device: torch.device) -> "Calibrator":
+    def for_data(cls, calibration_data: Any, eval_batches: list[Batch], batch_size: int, input_mode: str, device: torch.device) -> Calibrator:
         """Calibrate on ``calibration_data`` (any eval-data form), or by default on the first
         CALIBRATION_SAMPLES eval samples."""
         if calibration_data is None:

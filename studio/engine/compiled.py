@@ -10,8 +10,9 @@ It is not plain JSON data: its serialisation is the studio file format.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class CompressedModel:
     def of(
         cls, prepared: PreparedModel, plan: Plan, weights: Mapping[str, CompressedWeight], acts: Mapping[str, ActPair],
         example_inputs: Any, input_mode: str, output_fn: Callable[[Any], torch.Tensor] | None = None,
-    ) -> "CompressedModel":
+    ) -> CompressedModel:
         names = [info.name for info in prepared.layers]
         return cls(
             plan=plan, layers=tuple(prepared.layers), weights=weights, biases={n: prepared.layer_bias(n) for n in names},

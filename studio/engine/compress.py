@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from .encode import LayerSize, StreamSpec, encode_size
 from .plan import LayerSpec
 from .prune import prune_mask
 from .quantize import UniformParams, choose_params, dequantize_codes, quantize_codes
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,6 +78,25 @@ class CompressedWeight:
         if self.keep is None or bool(self.keep.all()):
             return None
         return float(self.float_view[~self.keep].abs().max())
+
+    # what a writer needs of a quantized layer; a layer of another kind lacks it
+    def need_codes(self) -> torch.Tensor:
+        return _present(self.codes, "integer codes", self.spec)
+
+    def need_uniform(self) -> UniformParams:
+        return _present(self.uniform, "uniform scales", self.spec)
+
+    def need_codebook(self) -> torch.Tensor:
+        return _present(self.codebook, "a codebook", self.spec)
+
+    def need_stream(self) -> StreamSpec:
+        return _present(self.stream, "a code stream", self.spec)
+
+
+def _present(value: T | None, what: str, spec: LayerSpec) -> T:
+    if value is None:
+        raise ValueError(f"a layer compressed as {spec.label()} has no {what}")
+    return value
 
 
 def code_symbols(codes: torch.Tensor, qmin: int) -> torch.Tensor:

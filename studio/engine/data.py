@@ -10,7 +10,8 @@ materialised once, so every evaluation sees the same samples in the same order.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 

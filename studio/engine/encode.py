@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class LayerSize:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerSize":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSize:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
 
@@ -110,12 +111,13 @@ def _relative(stream: StreamSpec, stats: GapStats, kept_counts: np.ndarray | Non
     entries = stats.kept + n_fill
     index, index_enc = counted_stream_bytes(stats.gap_counts(r) if huffman else None, entries, r, span, huffman)
     code_counts = None
-    if kept_counts is not None:
+    zero, alphabet = stream.zero_symbol, stream.alphabet
+    if kept_counts is not None and zero is not None and alphabet is not None:  # coded: fillers store the zero's symbol
         code_counts = kept_counts.copy()
         if stats.fill_rows is None:  # every row's zero has the same code
-            code_counts[int(stream.zero_symbol[0])] += n_fill
+            code_counts[int(zero[0])] += n_fill
         else:
-            code_counts += np.bincount(stream.zero_symbol, weights=stats.fill_rows[r], minlength=stream.alphabet).astype(np.int64)
+            code_counts += np.bincount(zero, weights=stats.fill_rows[r], minlength=alphabet).astype(np.int64)
     codes, codes_enc = counted_stream_bytes(code_counts, entries, stream.width, stream.alphabet, huffman)
     index_name = f"relative-{r}bit" + ("+huffman" if index_enc == "huffman" else "")
     return _Candidate(codes, index, codes_enc, index_name, entries)
@@ -141,8 +143,11 @@ def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool,
     """The cheapest honest encoding of a (possibly pruned) weight, as a LayerSize."""
     rows, cols = stream.shape
     numel = rows * cols
-    coded = huffman and stream.alphabet is not None and stream.symbols is not None
-    all_counts, kept_counts = _counts(stream.symbols, keep, stream.alphabet) if coded else (None, None)
+    all_counts: np.ndarray | None = None
+    kept_counts: np.ndarray | None = None
+    if huffman and stream.alphabet is not None and stream.symbols is not None:
+        all_counts, kept_counts = _counts(stream.symbols, keep, stream.alphabet)
+    coded = all_counts is not None
     codes, enc = counted_stream_bytes(all_counts, numel, stream.width, stream.alphabet, huffman)
     candidates = [_Candidate(codes, 0, enc, "dense", numel)]
     if keep is not None:
@@ -154,7 +159,7 @@ def encode_size(stream: StreamSpec, keep: torch.Tensor | None, *, huffman: bool,
             candidates.append(_Candidate(codes, math.ceil(rows / 8), enc, "channel-mask", n_kept))
         candidates.append(_Candidate(codes, math.ceil(numel / 8), enc, "bitmask", n_kept))
         if stream.zero_symbol is not None or stream.alphabet is None:
-            per_row = coded and len(np.unique(stream.zero_symbol)) > 1
+            per_row = coded and stream.zero_symbol is not None and len(np.unique(stream.zero_symbol)) > 1
             stats = gap_stats(keep_flat, cols, rows if per_row else None)
             for r in range(1, MAX_GAP_BITS + 1):
                 candidates.append(_relative(stream, stats, kept_counts, huffman, r))

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from .errors import StudioError
-from .recipe import SessionRecipe
 from .plan import Plan
 from .progress import CancelFn, Cancelled, ProgressFn, report
+from .recipe import SessionRecipe
 from .sensitivity import SensitivityEntry, Setting, measure_layers
 
 POLL_S = 0.05

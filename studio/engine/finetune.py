@@ -20,7 +20,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from torch.func import functional_call
 from .data import Inputs, call_model, to_device
 from .distill import TaskLoss, cross_entropy, distillation_loss
 from .errors import StudioError
+from .layers import weight_of
 from .plan import Plan
 from .progress import CancelFn, ProgressFn, check, report
 from .prune import prune_mask
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-def judge_session(session: "Session", model: nn.Module) -> "Session":
+def judge_session(session: Session, model: nn.Module) -> Session:
     """A Session of ``model`` on ``session``'s eval batches, metric and output function:
     what ``Session(model, eval_data).evaluate(plan)`` measures."""
     return session.with_model(model)
@@ -56,7 +58,7 @@ def _call(model: nn.Module, inputs: Inputs, weights: dict[str, torch.Tensor]) ->
 class _Run:
     """The state of one fine-tuning run on a private copy of the session's float model."""
 
-    def __init__(self, session: "Session", plan: Plan, config: FinetuneConfig, teacher: nn.Module | None) -> None:
+    def __init__(self, session: Session, plan: Plan, config: FinetuneConfig, teacher: nn.Module | None) -> None:
         self.session, self.plan, self.config = session, plan, config
         self.device = session.device
         self.base = session.float_model()  # clean (no hooks): copied for the judge and the result
@@ -84,7 +86,7 @@ class _Run:
             self.teacher = copy.deepcopy(source).to(self.device).eval().requires_grad_(False)
 
     def weight(self, name: str) -> torch.Tensor:
-        return self.model.get_submodule(name).weight
+        return weight_of(self.model.get_submodule(name))
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         """The training forward: compressed weights (straight-through), quantized activations."""
@@ -127,6 +129,8 @@ class _Run:
         if targets is not None:
             targets = targets.to(self.device)
         if self.teacher is None:
+            if targets is None:  # finetune() checks this up front
+                raise ValueError("method='qat' trains on the task loss and needs targets")
             return task_loss(outputs, targets)
         with torch.no_grad():
             teacher_out = self.session.output_fn(call_model(self.teacher, to_device(inputs, self.device)))
@@ -151,6 +155,7 @@ class _Run:
         forward_metric = judge.score(outputs).metric
         report_ = judge.evaluate(self.plan, cancel=cancel)
         self.acts.update(judge.activation_params(self.plan))
+        assert report_.metric is not None  # evaluate() measures it
         return report_.metric, forward_metric, report_.size_bytes
 
     def close(self) -> None:
@@ -160,7 +165,7 @@ class _Run:
 
 
 def finetune(
-    session: "Session",
+    session: Session,
     plan: Plan,
     train_data: Any,
     *,
@@ -229,7 +234,7 @@ def finetune(
                     run.set_masks(step + 1, ramp)  # the ramp's last batch already trains at the plan's ratio
                     loss = run.loss(run.forward(inputs), inputs, targets, task_loss)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()
                     schedule.step()
                     run.reapply_masks()

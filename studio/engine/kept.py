@@ -7,8 +7,9 @@ calls worth keeping within a byte budget.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class Entry:
     nbytes: int
 
     @classmethod
-    def of(cls, value: Any) -> "Entry | None":
+    def of(cls, value: Any) -> Entry | None:
         leaves: list[torch.Tensor] = []
         if not _leaves(value, leaves):
             return None

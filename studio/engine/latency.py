@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ class Latency:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Latency":
+    def from_dict(cls, data: Mapping[str, Any]) -> Latency:
         return cls(**dict(data))
 
 

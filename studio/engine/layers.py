@@ -13,8 +13,9 @@ import path, so the package is never imported just to look.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -163,7 +164,7 @@ class LayerInfo:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerInfo:
         values = dict(data)
         values["weight_shape"] = tuple(values["weight_shape"])
         return cls(**values)

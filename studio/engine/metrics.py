@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ class Fidelity:
         return {"agreement": self.agreement, "kl": self.kl, "cosine": self.cosine}
 
     @classmethod
-    def from_dict(cls, data: dict[str, float]) -> "Fidelity":
+    def from_dict(cls, data: dict[str, float]) -> Fidelity:
         return cls(float(data["agreement"]), float(data["kl"]), float(data["cosine"]))
 
 
@@ -90,14 +90,3 @@ def paired_delta_stderr(base: torch.Tensor, new: torch.Tensor) -> float:
     n10 = int((base & ~new).sum())
     var = (n01 + n10 - (n01 - n10) ** 2 / n) / n**2
     return math.sqrt(max(var, 0.0))
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))

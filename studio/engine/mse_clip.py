@@ -22,11 +22,16 @@ every candidate.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:  # quantize imports this module
+    from .quantize import UniformParams
+
+ParamsFor = Callable[[torch.Tensor, torch.Tensor], "UniformParams"]
 MSE_GRID = torch.linspace(0.30, 1.0, 71)
 ALPHAS = np.concatenate([[1.0], MSE_GRID[:-1].double().numpy()])  # min-max first: it wins ties
 ALPHAS_T = torch.from_numpy(ALPHAS)
@@ -39,7 +44,7 @@ MARGIN = 1e-6  # a near tie in the matrix product (relative) is left to the exac
 SETTLE_MARGIN = 1e-4  # min-max's error from the histogram, in the weight's units, is this close
 
 
-def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: Any, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
+def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: UniformParams, params_for: ParamsFor) -> torch.Tensor:
     """The chosen alpha per row of ``view`` (1.0 keeps min-max); exact for small weights.
 
     ``base`` is the min-max UniformParams (scale, zero_point, qmin, qmax) of ``lo, hi``
@@ -62,7 +67,7 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
 
     def minmax_errors(at: torch.Tensor) -> torch.Tensor:
         """Min-max's squared error of these rows, from the histograms, in the weight's units."""
-        return (est_minmax[at] + squares[at] / per_unit**2) * base.scale[at].double() ** 2
+        return (est_minmax[at] + squares[at] / per_unit**2) * base.scale[at].double().square()
 
     rows_per = max(1, min(TILE // max(cols, 1), (1 << 17) // n_bins))
     cols_per = cols if rows_per > 1 else min(cols, TILE)
@@ -132,7 +137,7 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             # weight a hair across a bin edge.
             near = (h[:, :n_bins] * straddle[best]).sum(dim=1)
             slack = (near + ROUNDING * h[:, :n_bins].sum(dim=1)) * 2.0 * ALPHAS_T[best] / per_unit
-            at = block if len(sel) == nr else block[sel]
+            at = block if len(sel) == nr else (torch.arange(r0, r1) if isinstance(block, slice) else block)[sel]
             chosen[at] = ALPHAS_T[best]
             ambiguous[at] = (best > 0) & (gain <= slack + MARGIN * est.abs())
             est_minmax[at] = est
@@ -143,7 +148,7 @@ def search_alpha(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, base: A
             ambiguous[block] |= shrunk & (params_for(lo[block] * alpha, hi[block] * alpha).zero_point != zero_point[block])
         if cols_per == cols:  # the block's rows are still in the cache: settle them now
             x = view[r0:r1] if symmetric else view[block]
-            at = torch.arange(r0, r1) if symmetric else block
+            at = torch.arange(r0, r1) if isinstance(block, slice) else block  # a slice when symmetric
             _settle(x, at, lo, hi, chosen, ambiguous, minmax_errors(at), params_for)
     if cols_per < cols:
         for r0 in range(0, rows, CHUNK // cols_per):
@@ -207,13 +212,13 @@ def _tables(per_unit: int, n_bins: int, qmin: int, qmax: int, zp: int) -> tuple[
     return torch.from_numpy(weights), by_candidate, change, torch.from_numpy(np.ascontiguousarray(cut.T)).to(torch.float64)
 
 
-def _exact_search(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> torch.Tensor:
+def _exact_search(view: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, params_for: ParamsFor) -> torch.Tensor:
     """A small weight: every candidate quantized exactly (the first of equal errors wins)."""
     errors = torch.stack([_squared_error(view, params_for(lo * a, hi * a)) for a in ALPHAS_T.float().tolist()], dim=1)
     return ALPHAS_T[torch.argmin(errors, dim=1)]
 
 
-def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, minmax_err: torch.Tensor, params_for: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, chosen: torch.Tensor, ambiguous: torch.Tensor, minmax_err: torch.Tensor, params_for: ParamsFor) -> None:
     """Rows (``x``, at ``rows`` of the weight) that the histogram cannot decide: quantize
     them with their winner exactly as ``quantize_codes`` and ``dequantize_codes`` would,
     and keep min-max (whose error the histogram knows) unless the winner is better by
@@ -229,7 +234,7 @@ def _settle(x: torch.Tensor, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
     chosen[rows[worse]] = 1.0
 
 
-def _squared_error(x: torch.Tensor, p: Any) -> torch.Tensor:
+def _squared_error(x: torch.Tensor, p: UniformParams) -> torch.Tensor:
     """Per row, ``((dequantize_codes(quantize_codes(x)) - x) ** 2).sum()``, the same floats."""
     deq = x * (1.0 / p.scale).unsqueeze(1)
     deq.round_()

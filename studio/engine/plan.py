@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .activations import RANGE_METHODS
 from .errors import StudioError
@@ -92,6 +93,13 @@ class LayerSpec:
     def is_float(self) -> bool:
         return self.bits is None
 
+    @property
+    def code_bits(self) -> int:
+        """The width of the integer codes (2..8); a ValueError for a float32 or float16 layer."""
+        if self.bits not in INT_BITS or self.bits is None:
+            raise ValueError(f"a {self.label()} layer has no integer codes")
+        return self.bits
+
     def label(self) -> str:
         """A short human label such as 'int4 ch sym, 50% pruned'."""
         if self.bits is None:
@@ -113,7 +121,7 @@ class LayerSpec:
             text += f", a{self.act_bits}"
         return text
 
-    def replace(self, **changes: Any) -> "LayerSpec":
+    def replace(self, **changes: Any) -> LayerSpec:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise StudioError(f"unknown layer setting(s) {sorted(unknown)}; valid: {spec_fields()}")
@@ -123,7 +131,7 @@ class LayerSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
         if not isinstance(data, Mapping):
             raise StudioError(f"a layer spec must be a JSON object; got {type(data).__name__}")
         unknown = set(data) - set(spec_fields())
@@ -163,14 +171,14 @@ class Plan:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def uniform(cls, bits: int | None = 8, **settings: Any) -> "Plan":
+    def uniform(cls, bits: int | None = 8, **settings: Any) -> Plan:
         """Every compressible layer gets the same spec."""
         huffman = settings.pop("huffman", True)
         calibration = settings.pop("calibration", "minmax")
         return cls(default=LayerSpec(bits=bits, **settings), huffman=huffman, calibration=calibration)
 
     @classmethod
-    def preset(cls, name: str, session: Any = None) -> "Plan":
+    def preset(cls, name: str, session: Any = None) -> Plan:
         """A named plan: dynamic-range, full-integer, float16, 16x8 or deep-compression.
         ``session`` lets a preset treat layer kinds differently."""
         from .presets import preset
@@ -183,7 +191,7 @@ class Plan:
 
         return list(PRESETS)
 
-    def with_layer(self, name: str, spec: LayerSpec | None = None, **changes: Any) -> "Plan":
+    def with_layer(self, name: str, spec: LayerSpec | None = None, **changes: Any) -> Plan:
         """A new plan in which layer ``name`` gets ``spec`` (or its current spec with ``changes``)."""
         new = (spec or self.spec_for(name)).replace(**changes)
         items = dict(self.overrides)
@@ -193,29 +201,29 @@ class Plan:
             items[name] = new
         return dataclasses.replace(self, overrides=tuple(items.items()))
 
-    def with_layers(self, names: Iterable[str], **changes: Any) -> "Plan":
+    def with_layers(self, names: Iterable[str], **changes: Any) -> Plan:
         plan = self
         for name in names:
             plan = plan.with_layer(name, **changes)
         return plan
 
-    def with_all(self, **changes: Any) -> "Plan":
+    def with_all(self, **changes: Any) -> Plan:
         """Apply ``changes`` to the default and to every override (the "all layers" control)."""
         default = self.default.replace(**changes)
         items = {name: spec.replace(**changes) for name, spec in self.overrides}
         kept = tuple((name, spec) for name, spec in items.items() if spec != default)
         return dataclasses.replace(self, default=default, overrides=kept)
 
-    def with_default(self, **changes: Any) -> "Plan":
+    def with_default(self, **changes: Any) -> Plan:
         """Change the default spec; layer overrides stay as they are."""
         return dataclasses.replace(self, default=self.default.replace(**changes))
 
-    def without_layer(self, name: str) -> "Plan":
+    def without_layer(self, name: str) -> Plan:
         items = dict(self.overrides)
         items.pop(name, None)
         return dataclasses.replace(self, overrides=tuple(items.items()))
 
-    def replace(self, **changes: Any) -> "Plan":
+    def replace(self, **changes: Any) -> Plan:
         return dataclasses.replace(self, **changes)
 
     # -- queries ------------------------------------------------------------------
@@ -251,7 +259,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         if not isinstance(data, Mapping):
             raise StudioError(f"a plan must be a JSON object; got {type(data).__name__}")
         allowed = {"version", "default", "layers", "huffman", "calibration"}
@@ -275,7 +283,7 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -12,7 +12,8 @@ TorchScript modules cannot share storage that way; they are copied whole.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,10 +60,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+CPU = torch.device("cpu")
+
+
 class PreparedModel:
     """The folded working copy, its compressible layers and their float weights."""
 
-    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: torch.device = CPU) -> None:
         if not isinstance(model, nn.Module):
             raise StudioError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         check_finite(model)
@@ -72,7 +76,7 @@ class PreparedModel:
         self.float_size_bytes = tensor_bytes(model.state_dict())
         self.folds: list[tuple[str, str]] = find_bn_pairs(model) if fold_bn and not self.scripted else []
         modules = dict(model.named_modules())
-        self.bn_eps = {bn: float(getattr(modules[bn], "eps")) for _, bn in self.folds}
+        self.bn_eps = {bn: float(modules[bn].eps) for _, bn in self.folds}
         self.work = self._folded_copy(share=not self.scripted).to(device)
         found = find_layers(self.work)
         if not found:

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .plan import LayerSpec, Plan
 from .registry import Registry
@@ -25,27 +26,27 @@ register_preset = PRESETS.register
 
 
 @register_preset("dynamic-range")
-def dynamic_range(session: "Session | None") -> Plan:
+def dynamic_range(session: Session | None) -> Plan:
     return Plan.uniform(8)
 
 
 @register_preset("full-integer")
-def full_integer(session: "Session | None") -> Plan:
+def full_integer(session: Session | None) -> Plan:
     return Plan.uniform(8, act_bits=8)
 
 
 @register_preset("float16")
-def float16(session: "Session | None") -> Plan:
+def float16(session: Session | None) -> Plan:
     return Plan.uniform(16)
 
 
 @register_preset("16x8")
-def sixteen_by_eight(session: "Session | None") -> Plan:
+def sixteen_by_eight(session: Session | None) -> Plan:
     return Plan.uniform(8, act_bits=16)
 
 
 @register_preset("deep-compression")
-def deep_compression(session: "Session | None") -> Plan:
+def deep_compression(session: Session | None) -> Plan:
     conv = LayerSpec(bits=6, prune=0.2, cluster=True)
     dense = LayerSpec(bits=5, prune=0.3, cluster=True)
     plan = Plan(default=dense, huffman=True)
@@ -56,5 +57,5 @@ def deep_compression(session: "Session | None") -> Plan:
     return plan
 
 
-def preset(name: str, session: "Session | None" = None) -> Plan:
+def preset(name: str, session: Session | None = None) -> Plan:
     return PRESETS.get_or_raise(name)(session)

@@ -6,7 +6,7 @@ stops the work at the next check with :class:`Cancelled`. Neither knows about an
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]

@@ -6,9 +6,8 @@ fraction to remove, and returns a boolean mask of the same shape (True = kept).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import re
+from collections.abc import Callable
 
 import torch
 

@@ -29,7 +29,9 @@ straight-through backward inside the range.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +59,8 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def straight_through(latent: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    return _StraightThrough.apply(latent, value.to(latent.dtype), mask)
+    out: torch.Tensor = _StraightThrough.apply(latent, value.to(latent.dtype), mask)  # type: ignore[no-untyped-call]  # torch's apply is untyped
+    return out
 
 
 def is_identity(spec: LayerSpec) -> bool:
@@ -70,11 +73,19 @@ def uniform_fake_quant(pruned: torch.Tensor, spec: LayerSpec) -> tuple[torch.Ten
     """The engine's dequantized grid weight of a (pruned) channel view, and where it is not clipped."""
     per_channel = spec.granularity == "channel"
     qview = pruned if per_channel else pruned.reshape(1, -1)
-    params = choose_params(qview, spec.bits, spec.symmetric, spec.clip)
+    params = choose_params(qview, spec.code_bits, spec.symmetric, spec.clip)
     dequant = dequantize_codes(quantize_codes(qview, params), params).reshape(pruned.shape)
     raw = torch.round(qview * (1.0 / params.scale.unsqueeze(1))) + params.zero_point.unsqueeze(1)
     inside = ((raw >= params.qmin) & (raw <= params.qmax)).reshape(pruned.shape)
     return dequant, inside
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    codes: torch.Tensor  # the fixed assignment of every weight (channel view)
+    codebook: torch.Tensor
+    pinned: torch.Tensor  # the shared values held at 0.0 (pruned weights' code)
+    anchor: torch.Tensor  # the float view when the codebook was made
 
 
 class WeightFakeQuant:
@@ -87,10 +98,7 @@ class WeightFakeQuant:
         self.spec = spec
         self.axis = channel_axis
         self.keep: torch.Tensor | None = None
-        self._codes: torch.Tensor | None = None  # k-means: fixed assignment per weight
-        self._codebook: torch.Tensor | None = None
-        self._pinned: torch.Tensor | None = None
-        self._anchor: torch.Tensor | None = None  # the float view when the codebook was made
+        self._clusters: _Clusters | None = None  # k-means: fixed assignment per weight
 
     def view(self, weight: torch.Tensor) -> torch.Tensor:
         return channel_view(weight, self.axis, True)
@@ -109,24 +117,24 @@ class WeightFakeQuant:
         if self.spec.cluster:
             self._recluster_view(self.view(weight.detach()))
 
-    def _recluster_view(self, view: torch.Tensor) -> None:
+    def _recluster_view(self, view: torch.Tensor) -> _Clusters:
         device = view.device
         view = view.to(torch.float32).cpu()
         keep = None if self.keep is None else self.keep.cpu()
         pruned = view * keep if keep is not None else view
         values = pruned[keep] if keep is not None else pruned.flatten()
-        codebook, index = kmeans_1d(values, 2**self.spec.bits, pin_zero=keep is not None)
+        codebook, index = kmeans_1d(values, 2**self.spec.code_bits, pin_zero=keep is not None)
         index = index.long()  # uint8: torch would read it as a mask
         if keep is not None:
             zero_code = int(torch.nonzero(codebook == 0)[0, 0])
             codes = torch.full(view.shape, zero_code, dtype=torch.int64)
             codes[keep] = index
-            self._pinned = torch.arange(codebook.numel()) == zero_code
+            pinned = torch.arange(codebook.numel()) == zero_code
         else:
             codes = index.reshape(view.shape)
-            self._pinned = torch.zeros(codebook.numel(), dtype=torch.bool)
-        self._codes, self._codebook = codes.to(device), codebook.to(device)
-        self._pinned, self._anchor = self._pinned.to(device), view.to(device)
+            pinned = torch.zeros(codebook.numel(), dtype=torch.bool)
+        self._clusters = _Clusters(codes.to(device), codebook.to(device), pinned.to(device), view.to(device))
+        return self._clusters
 
     @torch.no_grad()
     def compressed_view(self, view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -140,15 +148,14 @@ class WeightFakeQuant:
         if spec.bits == 16:
             return pruned.to(torch.float16).to(torch.float32), keep
         if spec.cluster:
-            if self._codes is None:
-                self._recluster_view(view)
-            codes = self._codes.flatten()
-            k = self._codebook.numel()
+            c = self._clusters or self._recluster_view(view)
+            codes = c.codes.flatten()
+            k = c.codebook.numel()
             live = torch.ones_like(codes, dtype=torch.bool) if keep is None else keep.flatten()
             counts = torch.bincount(codes[live], minlength=k).clamp_min(1)
-            moved = torch.bincount(codes[live], weights=(pruned - self._anchor).flatten()[live].double(), minlength=k)
-            drift = torch.where(self._pinned, torch.zeros_like(moved), moved / counts).to(torch.float32)
-            shared = (self._codebook + drift)[self._codes]
+            moved = torch.bincount(codes[live], weights=(pruned - c.anchor).flatten()[live].double(), minlength=k)
+            drift = torch.where(c.pinned, torch.zeros_like(moved), moved / counts).to(torch.float32)
+            shared = (c.codebook + drift)[c.codes]
             if keep is not None:  # weights pruned since the last recluster (gradual schedule)
                 shared = torch.where(keep, shared, torch.zeros_like(shared))
             return shared, keep
@@ -178,7 +185,8 @@ class _ActStraightThrough(torch.autograd.Function):
 
 def act_fake_quant(x: torch.Tensor, q: ActQParams) -> torch.Tensor:
     """``activations.fake_quant`` forward; straight-through gradient inside the range."""
-    return _ActStraightThrough.apply(x, q)
+    out: torch.Tensor = _ActStraightThrough.apply(x, q)  # type: ignore[no-untyped-call]  # torch's apply is untyped
+    return out
 
 
 def install_ste_act_hooks(module: nn.Module, params: Callable[[], ActPair]) -> list[Any]:

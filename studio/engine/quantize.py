@@ -11,8 +11,8 @@ same code serves per-channel (C rows) and per-tensor (1 row) quantization.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -9,8 +9,9 @@ whenever the model and the metric do.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class SessionRecipe:
     cache_bytes: int
     activation_cache_bytes: int
 
-    def build(self) -> "Session":
+    def build(self) -> Session:
         from .session import Session
 
         return Session(
@@ -45,5 +46,5 @@ class SessionRecipe:
             cache_bytes=self.cache_bytes, activation_cache_bytes=self.activation_cache_bytes,
         )
 
-    def with_model(self, model: nn.Module) -> "SessionRecipe":
+    def with_model(self, model: nn.Module) -> SessionRecipe:
         return dataclasses.replace(self, model=model)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -59,7 +60,7 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FinetuneConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneConfig:
         return cls(**dict(data))
 
 
@@ -83,7 +84,7 @@ class EpochRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EpochRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> EpochRecord:
         return cls(**dict(data))
 
 
@@ -135,7 +136,7 @@ class Recovered:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], model: nn.Module | None = None) -> "Recovered":
+    def from_dict(cls, data: Mapping[str, Any], model: nn.Module | None = None) -> Recovered:
         data = dict(data)
         return cls(
             model=model,

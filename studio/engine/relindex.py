@@ -16,8 +16,8 @@ low byte and the sum of their high parts determine every width from 1 to 8 bits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class GapStats:
     def gap_counts(self, r: int) -> np.ndarray:
         """How often each ``r``-bit gap symbol is stored (fillers store ``2**r - 1``)."""
         span = 1 << r
-        counts = self.low.reshape(256 // span, span).sum(axis=0)
+        counts: np.ndarray = self.low.reshape(256 // span, span).sum(axis=0)
         counts[span - 1] += self.fillers(r)
         return counts
 
@@ -75,7 +75,7 @@ def gap_stats(keep_flat: np.ndarray, cols: int, rows: int | None = None) -> GapS
         high_sum += int((gap >> 8).sum())
         if fill_rows is not None:
             for r in range(1, MAX_GAP_BITS + 1):
-                fill_rows[r] += _fillers_per_row(prev, gap, r, cols, rows)
+                fill_rows[r] += _fillers_per_row(prev, gap, r, cols, fill_rows.shape[1])
     return GapStats(kept, low, high_sum, fill_rows)
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class PassInfo:
 class _WeightUses(TorchFunctionMode):
     """Notes every compressible weight that an op uses outside that layer's own call."""
 
-    def __init__(self, runner: "IncrementalRunner") -> None:
+    def __init__(self, runner: IncrementalRunner) -> None:
         super().__init__()
         self.runner = runner
 
@@ -69,7 +70,7 @@ class _WeightUses(TorchFunctionMode):
 class _BatchPass:
     """One batch of one pass: numbers the calls, replays what it can, keeps what it should."""
 
-    def __init__(self, runner: "IncrementalRunner", batch: int, boundary: int, cancel: CancelFn | None, tick: Callable[[int], None]) -> None:
+    def __init__(self, runner: IncrementalRunner, batch: int, boundary: int, cancel: CancelFn | None, tick: Callable[[int], None]) -> None:
         self.runner = runner
         self.batch = batch
         self.boundary = boundary

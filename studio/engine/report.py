@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .encode import LayerSize
 from .latency import Latency
@@ -39,7 +40,7 @@ class Timing:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Timing":
+    def from_dict(cls, data: Mapping[str, Any]) -> Timing:
         return cls(**dict(data))
 
 
@@ -78,7 +79,7 @@ class LayerReport:
         return self.size.total
 
     @classmethod
-    def of(cls, info: Any, result: Any, float_bytes: int) -> "LayerReport":
+    def of(cls, info: Any, result: Any, float_bytes: int) -> LayerReport:
         """The report of a compressed weight (``CompressedWeight``) of layer ``info`` (``LayerInfo``)."""
         return cls(info.name, info.kind, result.spec, info.params, float_bytes, result.size, result.sqnr_db, result.sparsity, info.folded_bn)
 
@@ -96,7 +97,7 @@ class LayerReport:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LayerReport":
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerReport:
         data = dict(data)
         data["spec"] = LayerSpec.from_dict(data["spec"])
         data["size"] = LayerSize.from_dict(data["size"])
@@ -133,7 +134,7 @@ class Report:
     latency: Latency | None = None  # measured in a runtime when asked for (Session.latency)
 
     @classmethod
-    def assemble(cls, plan: Plan, layers: dict[str, LayerReport], *, rest_bytes: int, container_bytes: int, **fields: Any) -> "Report":
+    def assemble(cls, plan: Plan, layers: dict[str, LayerReport], *, rest_bytes: int, container_bytes: int, **fields: Any) -> Report:
         """A report whose ``size_bytes`` is its layers' bytes, the other tensors and the container."""
         size = sum(layer.total for layer in layers.values()) + rest_bytes + container_bytes
         return cls(plan=plan, layers=layers, size_bytes=size, rest_bytes=rest_bytes, container_bytes=container_bytes, **fields)
@@ -186,7 +187,7 @@ class Report:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Report":
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
         data = dict(data)
         data["plan"] = Plan.from_dict(data["plan"])
         data["layers"] = {k: LayerReport.from_dict(v) for k, v in data["layers"].items()}

@@ -15,7 +15,7 @@ has no partial sparsity, so it applies from the first step with a ratio above ze
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .registry import Registry
 

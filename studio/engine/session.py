@@ -1,43 +1,40 @@
 """A Session: one model, one eval set, many plans evaluated fast and honestly.
 
 The session is a façade over small parts: the prepared (BatchNorm-folded) working
-copy, a compressed-weight cache, the activation calibrator, the scorer and the
-incremental runner, which after a change re-runs only what lies downstream of it.
+copy, the scorer, and a ``Measurer`` (measure.py) with the compressed-weight cache, the
+activation calibrator and the incremental runner, which re-runs only what a change reaches.
 It never writes to the user's model.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .cache import DEFAULT_BUDGET, WeightCache
+from .cache import DEFAULT_BUDGET
 from .calibrate import ActPair, Calibrator
 from .compiled import CompressedModel
 from .compress import CompressedWeight
-from .data import OutputFn, default_output, resolve_input_mode, slice_inputs, to_batches
+from .data import OutputFn, default_output, resolve_input_mode, to_batches
 from .errors import StudioError
 from .finetune import finetune
 from .formats import RunContext
 from .formats import export as export_file
 from .formats.onnx import LayerRuntime, onnx_layer_runtime
-from .formats.studio import container_bytes
 from .latency import Latency, measure_latency
 from .layers import LayerInfo
+from .measure import Measurer
 from .metrics import MetricFn
 from .plan import LayerSpec, Plan
 from .prepared import PreparedModel, resolve_device
-from .progress import CancelFn, ProgressFn, check
+from .progress import CancelFn, ProgressFn
 from .recipe import SessionRecipe
 from .recovered import Recovered
 from .replay import DEFAULT_BUDGET as ACTIVATION_BUDGET
-from .replay import IncrementalRunner
-from .report import LayerReport, Report, Timing
+from .report import Report
 from .scorer import Score, Scorer
 from .search import SearchResult, search
 from .sensitivity import sensitivity
@@ -82,44 +79,29 @@ class Session:
         self._prepared = prepared = PreparedModel(model, fold_bn=fold_bn, device=self.device)
         batches = to_batches(eval_data, batch_size)
         self.input_mode = resolve_input_mode(model, batches[0][0], input_mode)
-        self._scorer = Scorer(batches, output_fn or default_output, metric)
-        self._calibrator = Calibrator.for_data(calibration_data, batches, batch_size, self.input_mode, self.device)
+        self._scorer = scorer = Scorer(batches, output_fn or default_output, metric)
+        calibrator = Calibrator.for_data(calibration_data, batches, batch_size, self.input_mode, self.device)
         self._recipe = SessionRecipe(
-            model, batches, metric, self._scorer.output_fn, fold_bn, self.input_mode, self._calibrator.batches,
+            model, batches, metric, scorer.output_fn, fold_bn, self.input_mode, calibrator.batches,
             str(self.device), cache_bytes, activation_cache_bytes,
         )
-        self._cache = WeightCache(cache_bytes)
-        self._runner = IncrementalRunner(
-            prepared.work, prepared.modules, batches, input_mode=self.input_mode, device=self.device,
-            pick=self._scorer.pick, budget_bytes=activation_cache_bytes,
-        )
-        self._lock = threading.RLock()  # the working copy's weights and passes
+        self._m = Measurer(prepared, scorer, calibrator, self.input_mode, cache_bytes, activation_cache_bytes)
+        self._runner = self._m.runner
         self.layers: list[LayerInfo] = prepared.layers
         self.folds = prepared.folds
         self.float_size_bytes = prepared.float_size_bytes
         self.rest_bytes = prepared.rest_bytes
         self.supports_activations = not prepared.scripted
-        self._scorer.set_reference(self._baseline())
-
-    def _baseline(self) -> list[torch.Tensor]:
-        try:
-            return self._runner.run(self._configs(Plan(), {}), {})[0]
-        except (RuntimeError, TypeError, IndexError) as exc:  # what a forward on misfitting data raises
-            raise self._prepared.misfit(self._scorer.batches[0][0], exc) from exc
+        scorer.set_reference(self._m.baseline())
+        self.metric_name, self.baseline_metric, self.n_samples = scorer.metric_name, scorer.baseline_metric, scorer.n_samples
+        self.has_targets, self.output_fn, self.metric_fn = scorer.has_targets, scorer.output_fn, scorer.metric_fn
 
     # -- what the session holds ---------------------------------------------------------
-    metric_name = property(lambda self: self._scorer.metric_name)
-    baseline_metric = property(lambda self: self._scorer.baseline_metric)
-    n_samples = property(lambda self: self._scorer.n_samples)
-    has_targets = property(lambda self: self._scorer.has_targets)
-    output_fn = property(lambda self: self._scorer.output_fn)
-    metric_fn = property(lambda self: self._scorer.metric_fn)
-
     def recipe(self) -> SessionRecipe:
         """How this session was made, as data (``recipe().build()`` makes an equal session)."""
         return self._recipe
 
-    def with_model(self, model: nn.Module) -> "Session":
+    def with_model(self, model: nn.Module) -> Session:
         """A session of ``model`` made as this one was: same eval data, metric, calibration and device."""
         return self._recipe.with_model(model).build()
 
@@ -144,62 +126,26 @@ class Session:
     def compressed(self, name: str, spec: LayerSpec, huffman: bool = True) -> CompressedWeight:
         """The compressed weight of one layer under ``spec`` (cached)."""
         self.layer(name)
-        return self._cache.get((name, spec, huffman), lambda: self._prepared.compress(name, spec, huffman))
-
-    def _compress_all(self, plan: Plan, pin: str, cancel: CancelFn | None = None) -> dict[str, CompressedWeight]:
-        if not isinstance(plan, Plan):
-            raise StudioError(f"expected a studio.Plan; got {type(plan).__name__}")
-        plan.check_names(self.layer_names)
-        results = {}
-        for name in self.layer_names:
-            check(cancel)
-            results[name] = self.compressed(name, plan.spec_for(name), plan.huffman)
-        self._cache.pin(pin, [(name, r.spec, plan.huffman) for name, r in results.items()])
-        return results
+        return self._m.compressed(name, spec, huffman)
 
     def activation_params(self, plan: Plan) -> dict[str, ActPair]:
         """Per layer with act_bits: the (input, output) activation quantization parameters."""
-        if not plan.quantizes_activations:
-            return {}
-        return self._calibrator.params(plan, self.layer_names, self._calibrator.stats(self._prepared, self.layer_names))
+        return self._m.activation_params(plan)
 
     def compile(self, plan: Plan) -> CompressedModel:
         """``plan`` applied to this model, frozen: what every export format writes."""
-        return self._compiled(plan, self._compress_all(plan, "compile"), self.activation_params(plan))
-
-    def _compiled(self, plan: Plan, results: dict[str, CompressedWeight], acts: dict[str, ActPair]) -> CompressedModel:
-        example = slice_inputs(self._scorer.batches[0][0], 0, 2)
-        return CompressedModel.of(self._prepared, plan, results, acts, example, self.input_mode, self._scorer.output_fn)
+        return self._m.compiled(plan, self._m.compress_all(plan, "compile"), self.activation_params(plan))
 
     # -- measuring ------------------------------------------------------------------------------
-    def _configs(self, plan: Plan, acts: dict[str, ActPair]) -> dict[str, tuple[LayerSpec, ActPair | None]]:
-        return {name: (plan.spec_for(name), acts.get(name)) for name in self.layer_names}
-
-    def _report(self, plan: Plan, results: dict[str, CompressedWeight], **measured: Any) -> Report:
-        p = self._prepared
-        layers = {name: LayerReport.of(p.info[name], r, p.float_bytes(name)) for name, r in results.items()}
-        return Report.assemble(
-            plan, layers, rest_bytes=self.rest_bytes, float_size_bytes=self.float_size_bytes,
-            container_bytes=container_bytes(self._compiled(plan, results, {})),  # the header holds no activation params
-            metric_name=self.metric_name, baseline_metric=self.baseline_metric, **measured,
-        )
-
     def size(self, plan: Plan) -> Report:
         """Sizes only (no forward pass): fast enough to follow a slider, and never waits
         for an evaluation running in another thread."""
-        return self._report(plan, self._compress_all(plan, "size"))
+        return self._m.report(plan, self._m.compress_all(plan, "size"))
 
     @torch.no_grad()
     def evaluate(self, plan: Plan, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Report:
         """Apply ``plan`` and measure the metric, fidelity and size on the eval set."""
-        outputs, results, timing = self._run(plan, progress, cancel)
-        start = time.perf_counter()
-        score = self._scorer.score(outputs)
-        timing = Timing(**{**timing.to_dict(), "score_s": time.perf_counter() - start})
-        return self._report(
-            plan, results, metric=score.metric, n_samples=self.n_samples, delta_stderr=score.delta_stderr,
-            fidelity=score.fidelity, seconds=timing.compress_s + timing.forward_s + timing.score_s, timing=timing,
-        )
+        return self._m.evaluate(plan, progress, cancel)
 
     def score(self, outputs: list[torch.Tensor]) -> Score:
         """Score outputs (one tensor per eval batch) exactly as ``evaluate`` does."""
@@ -207,20 +153,7 @@ class Session:
 
     def outputs(self, plan: Plan, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[torch.Tensor]:
         """The compressed model's outputs (the scored tensor of each eval batch) under ``plan``."""
-        return self._run(plan, progress, cancel)[0]
-
-    def _run(self, plan: Plan, progress: ProgressFn | None, cancel: CancelFn | None) -> tuple[list[torch.Tensor], dict[str, CompressedWeight], Timing]:
-        start = time.perf_counter()
-        results = self._compress_all(plan, "evaluate", cancel)
-        acts = self.activation_params(plan)
-        compressed_s = time.perf_counter() - start
-        with self._lock:
-            check(cancel)
-            self._prepared.load(results)
-            start = time.perf_counter()
-            outputs, info = self._runner.run(self._configs(plan, acts), acts, progress, cancel)
-            forward_s = time.perf_counter() - start
-        return outputs, results, Timing(info.mode, info.reason, compressed_s, forward_s, 0.0, info.calls, info.computed)
+        return self._m.run(plan, progress, cancel)[0]
 
     def compressed_model(self, plan: Plan) -> nn.Module:
         """A new module computing exactly what ``evaluate(plan)`` measured."""
@@ -243,7 +176,6 @@ class Session:
         plan.check_names(self.layer_names)
         return {name: onnx_layer_runtime(plan.spec_for(name)) for name in self.layer_names}
 
-    # -- guidance ------------------------------------------------------------------------------
     # -- guidance and recovery (each in its own module) ----------------------------------------
     def sensitivity(self, *args: Any, **kwargs: Any) -> SensitivityTable:
         """Per-layer sensitivity table: see ``studio.engine.sensitivity.sensitivity``."""

@@ -8,7 +8,8 @@ only their order is shuffled.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class TrainSet:
         self._targets: torch.Tensor | None = None
         try:
             self._inputs = _cat([x for x, _ in batches])
-            self._targets = torch.cat([t for _, t in batches]) if self.has_targets else None
+            self._targets = torch.cat([t for _, t in batches if t is not None]) if self.has_targets else None  # all or none (to_batches)
         except (RuntimeError, TypeError, KeyError, IndexError):
             self._inputs = self._targets = None  # shapes differ: shuffle whole batches instead
         self.n_samples = sum(batch_len(x) for x, _ in batches)

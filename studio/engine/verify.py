@@ -8,9 +8,10 @@ float model is timed in the same runtime, and the result is scored exactly as
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -48,7 +49,7 @@ class Verification:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Verification":
+    def from_dict(cls, data: Mapping[str, Any]) -> Verification:
         return cls(**dict(data))
 
 

@@ -7,15 +7,16 @@ the training record (seed, epochs, measured float accuracy).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from ..engine.errors import StudioError
 
+from ..engine.errors import StudioError
 from .architectures import DigitsCNN, DigitsMLP, DigitsResNet, DigitsViT
 from .data import digits_split
 

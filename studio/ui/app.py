@@ -15,12 +15,12 @@ import ipywidgets as W
 from ..engine import Report, Session
 from ..samples import list_samples
 from .export_panel import ExportPanel
-from .guidance_panel import GuidancePanel
-from .recovery_panel import RecoveryPanel
 from .figures import histogram_data, histogram_figure, history_figure, set_font_size, update_histogram, update_history
+from .guidance_panel import GuidancePanel
 from .html import layer_bars_html, metric_html, size_html
 from .layers_panel import LayersPanel
 from .model_panel import ModelPanel
+from .recovery_panel import RecoveryPanel
 from .resize import FigureResizer
 from .state import StudioState
 from .style import CSS
@@ -39,7 +39,6 @@ class Studio(W.VBox):
         super().__init__()
         self.add_class("studio-root")
         self.state = StudioState()
-        self._train_data = train_data
 
         custom = model is not None
         self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)

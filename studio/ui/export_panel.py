@@ -52,6 +52,8 @@ def verification_html(v: Verification) -> str:
 
 def runtime_notes_html(state: StudioState) -> str:
     session, plan = state.session, state.plan
+    if session is None:
+        return ""
     notes = []
     for name in session.layer_names:
         rt = onnx_layer_runtime(plan.spec_for(name))

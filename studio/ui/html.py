@@ -74,6 +74,8 @@ def metric_html(eval_report: Report | None, last: Report | None, evaluating: boo
             f"<b class='studio-metric-value' data-state='pending'>{state}</b>{stale}</div>"
         )
     r = eval_report
+    if r.metric is None or r.delta is None:  # a size-only report
+        return f"<div class='studio-metric'>{html.escape(name)}: {base}</div>"
     delta = r.delta
     if r.delta_stderr is not None:
         half = 1.96 * r.delta_stderr

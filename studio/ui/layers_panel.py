@@ -9,7 +9,8 @@ size or selection changed are touched.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as W
 
@@ -94,8 +95,9 @@ class LayerRow:
 class LayerGroup:
     """A block of layers: a header that sums them up and sets them all, and rows built on opening."""
 
-    def __init__(self, index: int, title: str, names: list[str], panel: "LayersPanel") -> None:
+    def __init__(self, index: int, title: str, names: list[str], panel: LayersPanel) -> None:
         self.title, self.names, self.panel = title, names, panel
+        self.open = False
         self.toggle = W.Button(description=f"▸ {title}", tooltip=f"{len(names)} layers: {names[0]} … {names[-1]}")
         self.toggle.add_class("studio-group-toggle")
         self.toggle.on_click(lambda _: self.set_open(not self.open))
@@ -238,9 +240,6 @@ class LayersPanel:
             self.rows[name] = LayerRow(self._index[name], self.infos[name], self._on_row_change, self.state.select)
         return self.rows[name]
 
-    def group_of(self, name: str) -> LayerGroup | None:
-        return next((g for g in self.groups if name in g.names), None)
-
     def _on_row_change(self, name: str, changes: dict[str, Any]) -> None:
         try:
             self.state.set_layer(name, **changes)
@@ -265,9 +264,9 @@ class LayersPanel:
                 row.show(*key)
                 self._shown[name] = key
         for group in self.groups:
-            key = (tuple(plan.spec_for(n) for n in group.names), tuple(report.layers[n].total for n in group.names) if report else None)
-            if self._shown.get(group.title) != key:
+            group_key = (tuple(plan.spec_for(n) for n in group.names), tuple(report.layers[n].total for n in group.names) if report else None)
+            if self._shown.get(group.title) != group_key:
                 group.show(plan, report)
-                self._shown[group.title] = key
+                self._shown[group.title] = group_key
         self.undo.disabled = not self.state.can_undo
         self.redo.disabled = not self.state.can_redo

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as W
 
-from ..engine import Session
-from ..engine import StudioError
+from ..engine import Session, StudioError
 from ..loading import load_data, load_model
 from ..samples import list_samples, load_sample
 from .html import model_info_html

@@ -19,8 +19,7 @@ from typing import Any
 
 import traitlets
 
-from ..engine import Plan, Report, Session
-from ..engine import StudioError
+from ..engine import Plan, Report, Session, StudioError
 from .work import LongWork
 from .worker import Evaluator
 
@@ -60,11 +59,6 @@ def pareto_indices(costs: list[float], metrics: list[float]) -> list[int]:
     return front
 
 
-def pareto_front(points: list[HistoryPoint]) -> list[int]:
-    """Indices of the points no other point beats on both size (smaller) and metric (higher)."""
-    return pareto_indices([p.size_bytes for p in points], [p.metric for p in points])
-
-
 class StudioState(LongWork):
     """Everything the Studio shows: the session, the plan and its sizes, the measured report,
     the history of evaluated plans, undo/redo, and the evaluation's progress."""
@@ -79,7 +73,7 @@ class StudioState(LongWork):
     progress = traitlets.Float(0.0)  # of the running evaluation, 0..1
     eta_s = traitlets.Float(-1.0)  # estimated seconds left (-1: unknown)
     selected = traitlets.Unicode("")
-    history = traitlets.List()
+    history: traitlets.List[HistoryPoint] = traitlets.List()
     error = traitlets.Unicode("")
     can_undo = traitlets.Bool(False)
     can_redo = traitlets.Bool(False)
@@ -126,7 +120,9 @@ class StudioState(LongWork):
             self._apply(plan or Plan())
             self._opened[id(session)] = (session, source, train_data, teacher, self.recovered)
             if not keep_history:  # the float model was measured when the session was made
-                float_point = HistoryPoint(Plan(), self.size_report.size_bytes, session.baseline_metric, describe_plan(Plan()), session=session)
+                size = self.size_report
+                assert size is not None  # _apply measured it
+                float_point = HistoryPoint(Plan(), size.size_bytes, session.baseline_metric, describe_plan(Plan()), session=session)
                 self.history = [float_point]
 
     # -- plan changes ------------------------------------------------------------

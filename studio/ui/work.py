@@ -15,7 +15,7 @@ from typing import Any
 
 import traitlets
 
-from ..engine import Plan, Session, StudioError
+from ..engine import Plan, Report, Session, StudioError
 from ..engine.recovered import EpochRecord, Recovered
 from ..engine.search import SearchResult
 from ..engine.sensitivity_table import SensitivityTable
@@ -32,7 +32,7 @@ class LongWork(traitlets.HasTraits):
     job_eta_s = traitlets.Float(-1.0)
     sensitivity = traitlets.Instance(SensitivityTable, allow_none=True)
     search_result = traitlets.Instance(SearchResult, allow_none=True)
-    epochs = traitlets.List()  # EpochRecords of the running (or last) recovery
+    epochs: traitlets.List[Any] = traitlets.List()  # EpochRecords of the running (or last) recovery
     recovered = traitlets.Unicode("")  # what the current model was recovered from, "" if it was not
     can_undo_recovery = traitlets.Bool(False)
 
@@ -79,6 +79,8 @@ class LongWork(traitlets.HasTraits):
         def work(progress: Any, cancel: Any) -> tuple[Session, Recovered, float]:
             rec = session.finetune(plan, train, method=method, epochs=epochs, lr=lr, teacher=teacher,
                                    progress=progress, cancel=cancel, on_epoch=lambda e: self._epoch(e))
+            if rec.model is None:  # finetune always returns the trained model
+                raise StudioError("the recovery returned no model")
             return session.with_model(rec.model), rec, width
 
         self._start("recovery", work)
@@ -148,7 +150,7 @@ class LongWork(traitlets.HasTraits):
             self._recovered(*value)
         elif name == "latency":
             plan, latency = value
-            report = self.eval_report  # type: ignore[attr-defined]
+            report: Report | None = self.eval_report  # type: ignore[attr-defined,has-type]  # StudioState's trait
             if report is not None and report.plan == plan:
                 self.eval_report = dataclasses.replace(report, latency=latency)  # type: ignore[attr-defined]
             self._set_latency(plan, latency.ms)  # type: ignore[attr-defined]

@@ -11,11 +11,11 @@ import atexit
 import dataclasses
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from ..engine import Cancelled, Plan, Report, Session
 
-_LIVE: "weakref.WeakSet[Evaluator]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Evaluator] = weakref.WeakSet()
 
 
 @atexit.register
@@ -99,6 +99,8 @@ class Evaluator:
                 self._cond.wait_for(lambda: self._job is not None or self._closed)
                 if self._closed:
                     return
+                if self._job is None:  # woken by close()
+                    continue
                 generation, session, plan = self._job
                 self._job = None
                 self._running = True

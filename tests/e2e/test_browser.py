@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
+from voila_harness import CHROMIUM, ROOT, launch_browser, open_app, shown_bytes, shown_metric, voila_server
 
 import studio
 from studio.engine import Plan
-
-from voila_harness import CHROMIUM, ROOT, launch_browser, open_app, shown_bytes, shown_metric, voila_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -154,7 +153,7 @@ def test_every_sample_in_the_browser(page, name):
         arg=expected.metric, timeout=30_000,
     )
     # Histogram: select the second layer, its title follows
-    page.click(f".studio-row-1 .studio-layer-select")
+    page.click(".studio-row-1 .studio-layer-select")
     page.wait_for_selector(f".studio-panel-histogram .gtitle:has-text('{second}: int3')", timeout=15_000)
     # Metrics: per-layer bars list every layer; History: the float plan and this one
     assert page.locator(".studio-barrow").count() == len(session.layer_names)
@@ -191,7 +190,6 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
     assert ratio >= 8
     page.wait_for_function("sel => document.querySelectorAll(sel).length > 3", arg=SEARCHED, timeout=30_000)
     page.wait_for_selector(".studio-metric-value[data-state=measured]", timeout=60_000)
-    shown = float(page.get_attribute(".studio-metric-value[data-state=measured]", "data-value"))
     page.screenshot(path=str(ARTIFACTS / "studio-guidance.png"), full_page=True)
     assert page.locator(FRONT).count() >= 2  # the front now holds searched plans
     # restore a searched point: the numbers shown are the engine's for that plan

@@ -4,8 +4,8 @@ from torch import nn
 
 from studio.engine import LayerSpec, Plan, Session
 from studio.engine.encode import StreamSpec, _relative
-from studio.engine.relindex import gap_stats, relative_entries
 from studio.engine.huffman import code_lengths, huffman_bytes
+from studio.engine.relindex import gap_stats, relative_entries
 
 
 def _linear(weight: list[list[float]], bias: list[float]) -> nn.Module:
@@ -81,7 +81,7 @@ def test_parts_add_up_for_every_spec(cnn_session):
         LayerSpec(bits=6, granularity="tensor", symmetric=False, clip="mse"),
     ]:
         report = cnn_session.size(Plan(default=spec))
-        assert report.size_bytes == sum(l.codes + l.scales + l.index + l.other for l in report.layers.values()) + report.rest_bytes + report.container_bytes
+        assert report.size_bytes == sum(layer.codes + layer.scales + layer.index + layer.other for layer in report.layers.values()) + report.rest_bytes + report.container_bytes
         assert sum(report.parts().values()) == report.size_bytes
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import studio
-from studio.engine import Cancelled, LayerSpec, Plan, Session
+from studio.engine import Cancelled, Plan, Session
 from studio.engine.finetune import finetune
 from studio.engine.recovered import EpochRecord, FinetuneConfig, Recovered
 from studio.engine.schedule import ramp_epochs, ratio_at
@@ -66,8 +66,8 @@ def test_batchnorm_is_folded_before_training_on_digits_cnn(samples, cnn_session,
     with torch.no_grad():  # training starts from the folded model: same function as the user's
         assert torch.allclose(start(x), samples["digits-cnn"].model(x), atol=1e-5)
     trained = Session(rec.model, samples["digits-cnn"].eval_data)
-    assert trained.folds == [] and [l.name for l in trained.layers] == cnn_session.layer_names
-    assert all(l.has_bias for l in trained.layers)  # the folded BatchNorm lives on as the bias
+    assert trained.folds == [] and [layer.name for layer in trained.layers] == cnn_session.layer_names
+    assert all(layer.has_bias for layer in trained.layers)  # the folded BatchNorm lives on as the bias
     assert not _same_state(_state(start), _state(rec.model))
 
 

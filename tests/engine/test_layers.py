@@ -1,6 +1,6 @@
-import pytest
 """Every required layer kind: Linear, Conv1d, Conv2d, Conv3d, ConvTranspose2d and Embedding."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -35,7 +35,7 @@ def test_all_layer_kinds_compress_export_and_reload(tmp_path):
     model.eval()
     ids = torch.randint(0, 10, (64, 4))
     session = Session(model, (ids, None))
-    kinds = {l.name: l.kind for l in session.layers}
+    kinds = {layer.name: layer.kind for layer in session.layers}
     assert kinds == {"embed": "Embedding", "conv1d": "Conv1d", "up": "ConvTranspose2d", "conv2d": "Conv2d", "conv3d": "Conv3d", "head": "Linear"}
     assert session.layer("up").channel_axis == 1 and session.layer("up").channels == 4
     assert session.folds == [("conv1d", "bn1d")]

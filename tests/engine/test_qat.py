@@ -11,6 +11,7 @@ from studio.engine.prune import prune_mask
 from studio.engine.qat import WeightFakeQuant, act_fake_quant, install_ste_act_hooks
 from studio.engine.quantize import channel_view
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """These models are tiny: one intra-op thread is faster, and much faster on a shared machine."""

@@ -9,8 +9,8 @@ from studio.engine import LayerSpec, relindex
 from studio.engine.bitstream import huffman_decode, huffman_encode, pack, unpack
 from studio.engine.compress import compress_view
 from studio.engine.encode import StreamSpec, _relative, encode_size
-from studio.engine.relindex import MAX_GAP_BITS, gap_stats, relative_entries
 from studio.engine.formats.studio import _positions
+from studio.engine.relindex import MAX_GAP_BITS, gap_stats, relative_entries
 
 
 def naive(keep: np.ndarray, r: int) -> tuple[list[int], list[int]]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import studio
-from studio.engine import Cancelled, LayerSpec, Plan, Session
+from studio.engine import Cancelled, Plan, Session
 
 
 def full_pass(session: Session, plan: Plan) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ from studio.engine import Cancelled, LayerSpec, Plan, Report, Session
 def test_readme_api_names(samples):
     sample = samples["digits-cnn"]
     session = studio.Session(sample.model, sample.eval_data)
-    assert [l.name for l in session.layers] == ["features.0", "features.3", "features.7", "classifier.1"]
+    assert [layer.name for layer in session.layers] == ["features.0", "features.3", "features.7", "classifier.1"]
     assert session.layers[0].kind == "Conv2d" and session.layers[0].weight_shape == (16, 1, 3, 3)
     assert session.layers[0].params == 16 * 9 + 16  # the folded BatchNorm adds a bias
     assert session.layers[0].folded_bn == "features.1"
@@ -42,7 +42,7 @@ def test_mlp_4bit_half_pruned_compresses_8x(mlp_session):
     for layer in report.layers.values():
         assert layer.total == layer.codes + layer.scales + layer.index + layer.other
         assert layer.sparsity == pytest.approx(0.5, abs=1e-3)
-    assert report.size_bytes == sum(l.total for l in report.layers.values()) + report.rest_bytes + report.container_bytes
+    assert report.size_bytes == sum(layer.total for layer in report.layers.values()) + report.rest_bytes + report.container_bytes
 
 
 def test_never_mutates_the_users_model(samples):
@@ -67,7 +67,7 @@ def test_float_plan_reproduces_baseline_and_bn_fold_is_exact(samples):
         ref = sample.model(sample.eval_data[0])
         folded = session.compressed_model(Plan())(sample.eval_data[0])
     assert torch.allclose(ref, folded, atol=1e-4)
-    assert float(((ref.argmax(1) == sample.eval_data[1]).float().mean())) == pytest.approx(report.baseline_metric)
+    assert float((ref.argmax(1) == sample.eval_data[1]).float().mean()) == pytest.approx(report.baseline_metric)
 
 
 def test_pruned_weights_stay_exactly_zero(cnn_session):
@@ -160,7 +160,7 @@ def test_dict_inputs_dict_outputs_and_token_targets():
     targets = model(ids, mask)["logits"].argmax(-1)
     targets[:, -1] = -100  # ignored positions
     session = Session(model, ({"input_ids": ids, "attention_mask": mask}, targets))
-    assert [l.kind for l in session.layers] == ["Embedding", "Linear"]
+    assert [layer.kind for layer in session.layers] == ["Embedding", "Linear"]
     assert session.baseline_metric == 1.0
     report = session.evaluate(Plan.uniform(2))
     assert 0 <= report.metric <= 1

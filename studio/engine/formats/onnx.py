@@ -17,13 +17,15 @@ to even, as the studio's activation quantizer does.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..compiled import CompressedModel
+from ..compress import CompressedWeight
 from ..errors import StudioError
 from ..layers import weight_key
 from ..plan import LayerSpec, Plan
@@ -111,7 +113,7 @@ class _Graph:
 
 
 def _quantize_weight(
-    graph: _Graph, name: str, result: Any, axis: int, weight_shape: tuple[int, ...], input_scale: float | None = None
+    graph: _Graph, name: str, result: CompressedWeight, axis: int, weight_shape: tuple[int, ...], input_scale: float | None = None
 ) -> None:
     """Replace the layer's float weight by its stored form and a DequantizeLinear (or Cast).
 
@@ -136,10 +138,11 @@ def _quantize_weight(
     if spec.bits is None or spec.cluster:
         graph.add_init(key, _weight_array(result, axis, weight_shape))
         return
-    u = result.uniform
+    u = result.need_uniform()
     per_channel = u.scale.numel() > 1
-    codes = result.codes.reshape(_moved_shape(weight_shape, axis)).movedim(0, axis).numpy()
+    codes = result.need_codes().reshape(_moved_shape(weight_shape, axis)).movedim(0, axis).numpy()
     small = spec.bits <= INT4_MAX_BITS
+    npdtype: type[np.integer]
     if spec.symmetric:
         dtype, npdtype = (TensorProto.INT4, np.int8) if small else (TensorProto.INT8, np.int8)
     else:
@@ -159,7 +162,7 @@ def _quantize_weight(
         scale, zp = scale.reshape(()), zp.reshape(())
     graph.add_init(s_name, scale)
     graph.add_init(z_name, zp, dtype if small else None)
-    attrs = {"axis": axis} if per_channel else {}
+    attrs: dict[str, Any] = {"axis": axis} if per_channel else {}
     graph.insert_before(first, helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [key], **attrs))
 
 
@@ -168,9 +171,10 @@ def _moved_shape(shape: tuple[int, ...], axis: int) -> list[int]:
     return [dims[axis]] + dims[:axis] + dims[axis + 1 :]
 
 
-def _weight_array(result: Any, axis: int, weight_shape: tuple[int, ...]) -> np.ndarray:
+def _weight_array(result: CompressedWeight, axis: int, weight_shape: tuple[int, ...]) -> np.ndarray:
     view = result.dequant_view.reshape(_moved_shape(weight_shape, axis))
-    return view.movedim(0, axis).contiguous().numpy().astype(np.float32)
+    array: np.ndarray = view.movedim(0, axis).contiguous().numpy().astype(np.float32)
+    return array
 
 
 def _qdq_nodes(graph: _Graph, src: str, dst: str, q: Any) -> list[Any]:
@@ -258,7 +262,7 @@ def export_onnx(compiled: CompressedModel, float_onnx: Any = None) -> bytes:
             _quantize_activations(graph, info.name, info.layer_kind.float_input, q_in, q_out, info.has_bias)
     config = dict(EXACT_QDQ) if acts else {**EXACT_QDQ, **FOLD_DEQUANTIZE}
     set_metadata(model, {**plan_metadata(plan), FORMAT_KEY: "onnx", SESSION_CONFIG_KEY: config, NOTES_KEY: notes})
-    data = model.SerializeToString()
+    data: bytes = model.SerializeToString()
     del model, graph  # BERT-base: one copy of the graph at a time
     onnx.checker.check_model(data)
     return data

@@ -7,7 +7,8 @@ rebuilt on demand after edits, which is cheap next to the graphs' sizes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +103,13 @@ class Graph:
         if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             return numpy_helper.to_array(node.attribute[0].t)
         return None
+
+    def need_constant(self, name: str) -> np.ndarray:
+        """``constant(name)``, where the graph must hold one."""
+        value = self.constant(name)
+        if value is None:
+            raise ValueError(f"{name!r} is not a constant of the graph")
+        return value
 
     def add_init(self, base: str, array: np.ndarray, int4: bool = False, exact_name: bool = False) -> str:
         name = base if exact_name else self.fresh(base)

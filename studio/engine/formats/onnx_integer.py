@@ -22,8 +22,9 @@ has no int16 convolution or matmul kernels on CPU).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
     from ..activations import ActQParams
     from ..compress import CompressedWeight
     from ..layers import LayerInfo
-    from ..plan import Plan
-    from ..session import Session
 
 FORMAT = "onnx-fast"
 MIN_INT_FAN_IN = 16
@@ -59,7 +58,7 @@ SESSION_CONFIG = {**FOLD_DEQUANTIZE, **EXACT_QDQ}
 class Site:
     """Where a compressible layer lives in the traced graph."""
 
-    info: "LayerInfo"
+    info: LayerInfo
     key: str  # the weight initializer
     node: Any  # Conv / ConvTranspose / Gemm / MatMul / Gather reading the weight
     transpose: Any  # a Transpose between the weight and a MatMul, or None
@@ -68,7 +67,7 @@ class Site:
     output: str  # the layer's output tensor (after its bias)
 
 
-def find_site(graph: Graph, info: "LayerInfo") -> Site | None:
+def find_site(graph: Graph, info: LayerInfo) -> Site | None:
     """The layer's nodes in the graph; None when the layer is not in the traced graph."""
     key = f"{info.name}.weight" if info.name else "weight"
     if key not in graph.inits:
@@ -106,7 +105,7 @@ class Quantizers:
         self.params: dict[tuple[float, int, str], tuple[str, str]] = {}
         self.quantized: dict[tuple[str, float, int, str], str] = {}
 
-    def scale_zp(self, q: "ActQParams") -> tuple[str, str]:
+    def scale_zp(self, q: ActQParams) -> tuple[str, str]:
         dtype = "uint8" if q.qmax <= 255 else "int16"
         key = (q.scale, q.zero_point, dtype)
         if key not in self.params:
@@ -114,7 +113,7 @@ class Quantizers:
             self.params[key] = (self.graph.add_init("act_scale", np.array(q.scale, np.float32)), self.graph.add_init("act_zp", zp))
         return self.params[key]
 
-    def quantize(self, src: str, q: "ActQParams", before: Any) -> str:
+    def quantize(self, src: str, q: ActQParams, before: Any) -> str:
         """The quantized ``src`` (one QuantizeLinear per tensor and parameters)."""
         dtype = "uint8" if q.qmax <= 255 else "int16"
         key = (src, q.scale, q.zero_point, dtype)
@@ -125,27 +124,27 @@ class Quantizers:
             self.quantized[key] = out
         return self.quantized[key]
 
-    def dequantize(self, src: str, q: "ActQParams", dst: str) -> Any:
+    def dequantize(self, src: str, q: ActQParams, dst: str) -> Any:
         s, z = self.scale_zp(q)
         return self.graph.node("DequantizeLinear", [src, s, z], [dst])
 
 
-def _int32_bias(graph: Graph, site: Site, q_in: "ActQParams", w_scale: np.ndarray) -> np.ndarray | None:
+def _int32_bias(graph: Graph, site: Site, q_in: ActQParams, w_scale: np.ndarray) -> np.ndarray | None:
     """The bias on the accumulator's grid (scale input_scale * weight_scale), rounded; None if it overflows."""
     if site.bias is None:
         return None
-    bias = graph.constant(site.bias).astype(np.float64) / (np.float64(q_in.scale) * w_scale.astype(np.float64))
+    bias = graph.need_constant(site.bias).astype(np.float64) / (np.float64(q_in.scale) * w_scale.astype(np.float64))
     if not np.all(np.abs(bias) < INT32_LIMIT):
         raise OverflowError(site.info.name)
     return np.round(bias).astype(np.int32)
 
 
-def _kernel_scales(graph: Graph, site: Site, result: "CompressedWeight", q_in: "ActQParams") -> np.ndarray:
+def _kernel_scales(graph: Graph, site: Site, result: CompressedWeight, q_in: ActQParams) -> np.ndarray:
     bias = graph.constant(site.bias) if site.bias is not None and site.node.op_type == "Conv" else None
     return integer_kernel_scales(result, bias, q_in.scale)
 
 
-def runs_integer(graph: Graph, site: Site, result: "CompressedWeight", pair: tuple[Any, Any] | None) -> str | None:
+def runs_integer(graph: Graph, site: Site, result: CompressedWeight, pair: tuple[Any, Any] | None) -> str | None:
     """Why the layer cannot run an integer kernel (None when it can)."""
     spec = result.spec
     if spec.bits is None or spec.bits > 8 or spec.cluster:
@@ -172,7 +171,7 @@ def runs_integer(graph: Graph, site: Site, result: "CompressedWeight", pair: tup
     return None
 
 
-def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: "CompressedWeight", pair: tuple[Any, Any]) -> None:
+def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: CompressedWeight, pair: tuple[Any, Any]) -> None:
     q_in, q_out = pair
     info, node = site.info, site.node
     s_in, z_in = qz.scale_zp(q_in)
@@ -187,14 +186,14 @@ def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: "Compressed
     y_q = graph.fresh(site.output + "_q")
     graph.drop_init(site.key)
     if node.op_type == "Conv":
-        w = store_int8(graph, site.key + "_q", codes, result.spec.bits, node)
+        w = store_int8(graph, site.key + "_q", codes, result.spec.code_bits, node)
         inputs = [x_q, s_in, z_in, w, s_w, z_w, s_out, z_out]
         bias = _int32_bias(graph, site, q_in, w_scale)
-        if bias is not None:
+        if bias is not None and site.bias is not None:
             inputs.append(graph.add_init(site.bias + "_int32", bias))
         new = [graph.node("QLinearConv", inputs, [y_q], **_attrs(node))]
     else:  # Linear as Gemm(transB) or Transpose + MatMul (+ Add): B is (in, out)
-        w = store_int8(graph, site.key + "_qT", np.ascontiguousarray(codes.T), result.spec.bits, node)
+        w = store_int8(graph, site.key + "_qT", np.ascontiguousarray(codes.T), result.spec.code_bits, node)
         y = graph.fresh(site.output + "_float")
         inputs = [x_q, w, s_in, s_w, z_in, z_w] + ([site.bias] if site.bias else [])
         new = [graph.node("MatMulIntegerToFloat", inputs, [y], domain=MS_DOMAIN), graph.node("QuantizeLinear", [y, s_out, z_out], [y_q])]
@@ -203,7 +202,7 @@ def _integer_layer(graph: Graph, qz: Quantizers, site: Site, result: "Compressed
     graph.remove(*[n for n in (node, site.transpose, site.bias_add) if n is not None])
 
 
-def _float_layer(graph: Graph, qz: Quantizers, site: Site, result: "CompressedWeight", pair: tuple[Any, Any] | None) -> str:
+def _float_layer(graph: Graph, qz: Quantizers, site: Site, result: CompressedWeight, pair: tuple[Any, Any] | None) -> str:
     info = site.info
     stored = store_folded(graph, site.key, result, info.weight_shape, info.channel_axis)
     q_in, q_out = pair if pair is not None else (None, None)
@@ -223,8 +222,8 @@ def _float_layer(graph: Graph, qz: Quantizers, site: Site, result: "CompressedWe
 
 def build_fast(
     model: Any,
-    layers: Sequence["LayerInfo"],
-    weights: Mapping[str, "CompressedWeight"],
+    layers: Sequence[LayerInfo],
+    weights: Mapping[str, CompressedWeight],
     acts: Mapping[str, tuple[Any, Any]],
     metadata: Mapping[str, str] | None = None,
     shrink: bool = True,
@@ -258,7 +257,7 @@ def build_fast(
             continue
         result, pair = weights[info.name], acts.get(info.name)
         why_not = runs_integer(graph, site, result, pair)
-        if why_not is None:
+        if why_not is None and pair is not None:
             _integer_layer(graph, qz, site, result, pair)
             how[info.name] = f"integer kernel ({'QLinearConv' if site.node.op_type == 'Conv' else 'MatMulIntegerToFloat'})"
         else:

@@ -62,7 +62,7 @@ def _sink_one(graph: Graph, dq: Any) -> bool:
         return False
     for user in graph.consumers(out):
         op = user.op_type
-        if op == "QuantizeLinear" and _qparams(graph, user) is not None and _qparams(graph, user)[:2] == params[:2]:
+        if op == "QuantizeLinear" and (q := _qparams(graph, user)) is not None and q[:2] == params[:2]:
             graph.rename_uses(user.output[0], src)
             if user.output[0] in graph.outputs:
                 graph.insert_before(user, graph.node("Identity", [src], [user.output[0]]))

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 FORMAT_KEY = "studio.format"
 SESSION_CONFIG_KEY = "studio.ort_session_config"

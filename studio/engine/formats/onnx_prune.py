@@ -18,7 +18,8 @@ output) are kept too. The studio's numbers do not change (up to float summation 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def _terminals(graph: Graph, tensor: str) -> list[tuple[Any, list[str]]] | None:
     None if the channel structure meets anything else (or the graph output).
     """
     found: list[tuple[Any, list[str]]] = []
-    stack = [(tensor, [])]
+    stack: list[tuple[str, list[str]]] = [(tensor, [])]
     while stack:
         name, path = stack.pop()
         if name in graph.outputs:
@@ -71,7 +72,7 @@ def _fake(values: torch.Tensor, q: Any) -> torch.Tensor:
     return values if q is None else fake_quant(values, q)
 
 
-def _slice_rows(result: "CompressedWeight", keep: torch.Tensor) -> "CompressedWeight":
+def _slice_rows(result: CompressedWeight, keep: torch.Tensor) -> CompressedWeight:
     """The producer without its removed output channels (rows of the channel view)."""
     uniform = result.uniform
     if uniform is not None and uniform.scale.numel() > 1:
@@ -84,26 +85,25 @@ def _slice_rows(result: "CompressedWeight", keep: torch.Tensor) -> "CompressedWe
     )
 
 
-def _slice_inputs(result: "CompressedWeight", channels: int, keep: torch.Tensor) -> "CompressedWeight":
+def _slice_inputs(result: CompressedWeight, channels: int, keep: torch.Tensor) -> CompressedWeight:
     """The consumer without the removed input channels (columns grouped by input channel)."""
 
-    def cut(view: torch.Tensor | None) -> torch.Tensor | None:
-        if view is None:
-            return None
+    def cut(view: torch.Tensor) -> torch.Tensor:
         rows = view.shape[0]
         return view.reshape(rows, channels, -1)[:, keep].reshape(rows, -1)
 
     return dataclasses.replace(
-        result, float_view=cut(result.float_view), dequant_view=cut(result.dequant_view), keep=cut(result.keep), codes=cut(result.codes)
+        result, float_view=cut(result.float_view), dequant_view=cut(result.dequant_view),
+        keep=None if result.keep is None else cut(result.keep), codes=None if result.codes is None else cut(result.codes),
     )
 
 
 def shrink_structured(
     model: Any,
-    layers: Sequence["LayerInfo"],
-    weights: Mapping[str, "CompressedWeight"],
+    layers: Sequence[LayerInfo],
+    weights: Mapping[str, CompressedWeight],
     acts: Mapping[str, tuple[Any, Any]],
-) -> tuple[list["LayerInfo"], dict[str, "CompressedWeight"], dict[str, str]]:
+) -> tuple[list[LayerInfo], dict[str, CompressedWeight], dict[str, str]]:
     """Remove exactly-removable pruned channels; returns the new layers, weights and, per
     producer, what was removed. Edits the graph's bias initializers in place."""
     from onnx import numpy_helper
@@ -134,7 +134,7 @@ def shrink_structured(
         if not reached or any(id(node) not in by_node for node, _ in reached):
             report[info.name] = "kept: the pruned channels reach something other than a compressible layer (an Add, a reshape, the output)"
             continue
-        bias = torch.from_numpy(graph.constant(site.bias).astype(np.float32))
+        bias = torch.from_numpy(graph.need_constant(site.bias).astype(np.float32))
         const = _fake(bias, acts.get(info.name, (None, None))[1])
         removable = dead.clone()
         plans = []
@@ -171,7 +171,7 @@ def shrink_structured(
             w = cres.dequant_view.reshape(cres.dequant_view.shape[0], channels, -1).double()
             extra = (w[:, removable, :].sum(dim=2) * value[removable].double()).sum(dim=1)
             if csite.bias is not None and bool((extra != 0).any()):
-                cbias = graph.constant(csite.bias).astype(np.float64) + extra.numpy()
+                cbias = graph.need_constant(csite.bias).astype(np.float64) + extra.numpy()
                 graph.inits[csite.bias] = numpy_helper.from_array(cbias.astype(np.float32), csite.bias)
             weights[cinfo.name] = _slice_inputs(cres, channels, keep)
             shape = list(cinfo.weight_shape)

@@ -18,7 +18,8 @@ import gc
 import os
 import tempfile
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -38,19 +38,19 @@ def per_channel_shape(shape: tuple[int, ...], axis: int) -> list[int]:
     return [shape[axis] if i == axis else 1 for i in range(len(shape))]
 
 
-def float_weight(result: "CompressedWeight", shape: tuple[int, ...], axis: int) -> np.ndarray:
+def float_weight(result: CompressedWeight, shape: tuple[int, ...], axis: int) -> np.ndarray:
     """The studio's dequantized weight as float32, in the weight's layout."""
     return to_layout(result.dequant_view, shape, axis).astype(np.float32)
 
 
-def integer_codes(result: "CompressedWeight", shape: tuple[int, ...], axis: int) -> np.ndarray:
+def integer_codes(result: CompressedWeight, shape: tuple[int, ...], axis: int) -> np.ndarray:
     """Uniform codes in the weight's layout: int8 when symmetric, uint8 otherwise."""
     dtype = np.int8 if result.spec.symmetric else np.uint8
-    return to_layout(result.codes, shape, axis).astype(dtype)
+    return to_layout(result.need_codes(), shape, axis).astype(dtype)
 
 
-def _scales(result: "CompressedWeight", shape: tuple[int, ...], axis: int) -> tuple[np.ndarray, np.ndarray]:
-    u = result.uniform
+def _scales(result: CompressedWeight, shape: tuple[int, ...], axis: int) -> tuple[np.ndarray, np.ndarray]:
+    u = result.need_uniform()
     scale = u.scale.numpy().astype(np.float32)
     zero = u.zero_point.numpy().astype(np.float32)
     if scale.size == 1:
@@ -59,7 +59,7 @@ def _scales(result: "CompressedWeight", shape: tuple[int, ...], axis: int) -> tu
     return scale.reshape(target), zero.reshape(target)
 
 
-def store_folded(graph: "Graph", key: str, result: "CompressedWeight", shape: tuple[int, ...], axis: int) -> str:
+def store_folded(graph: Graph, key: str, result: CompressedWeight, shape: tuple[int, ...], axis: int) -> str:
     """Replace initializer ``key`` by the compressed form and load-time nodes that produce ``key``.
 
     Returns a short description of what the file stores.
@@ -77,8 +77,8 @@ def store_folded(graph: "Graph", key: str, result: "CompressedWeight", shape: tu
         graph.insert_before(anchor, graph.node("Cast", [half], [key], to=TensorProto.FLOAT))
         return "float16"
     if spec.cluster:
-        codebook = result.codebook.numpy().astype(np.float32)
-        index = to_layout(result.codes, shape, axis).astype(np.uint8)
+        codebook = result.need_codebook().numpy().astype(np.float32)
+        index = to_layout(result.need_codes(), shape, axis).astype(np.uint8)
         small = codebook.size <= 16
         idx = graph.add_init(key + "_index", index, int4=small)
         book = graph.add_init(key + "_codebook", codebook)
@@ -107,7 +107,7 @@ def store_folded(graph: "Graph", key: str, result: "CompressedWeight", shape: tu
     return f"{kind} codes, float32 scales"
 
 
-def store_int8(graph: "Graph", base: str, codes: np.ndarray, bits: int, anchor: Any) -> str:
+def store_int8(graph: Graph, base: str, codes: np.ndarray, bits: int, anchor: Any) -> str:
     """Integer codes for an integer kernel: int8, or INT4 in the file with a load-time Cast to int8."""
     from onnx import TensorProto
 
@@ -119,7 +119,7 @@ def store_int8(graph: "Graph", base: str, codes: np.ndarray, bits: int, anchor: 
     return out
 
 
-def integer_kernel_scales(result: "CompressedWeight", bias: np.ndarray | None, input_scale: float) -> np.ndarray:
+def integer_kernel_scales(result: CompressedWeight, bias: np.ndarray | None, input_scale: float) -> np.ndarray:
     """Weight scales for a kernel that adds the bias on its int32 accumulator (scale input x weight).
 
     A channel whose codes are all zero (structured-pruned) outputs only its bias, and its
@@ -127,7 +127,7 @@ def integer_kernel_scales(result: "CompressedWeight", bias: np.ndarray | None, i
     to a multiple of the input's scale; instead the scale puts the bias at about 2**24 on
     the accumulator's grid, where float32 represents it to 2**-24 of its size.
     """
-    scale = result.uniform.scale.numpy().astype(np.float32).copy()
+    scale = result.need_uniform().scale.numpy().astype(np.float32).copy()
     if scale.size == 1 or bias is None or result.codes is None:
         return scale
     zero = ~(result.codes != 0).any(dim=1).numpy()

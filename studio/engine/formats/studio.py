@@ -30,12 +30,13 @@ import torch
 
 from ..activations import ActQParams, act_qrange
 from ..bitstream import huffman_decode, huffman_encode, pack, unpack
+from ..calibrate import ActPair
 from ..compiled import CompressedModel
 from ..compress import CompressedWeight
 from ..encode import LayerSize
 from ..errors import StudioError
 from ..layers import LayerKind, weight_key
-from ..plan import Plan
+from ..plan import LayerSpec, Plan
 from ..relindex import relative_entries
 from .base import Format, Measured, RunContext, measure_torch, register_format
 
@@ -71,8 +72,11 @@ def _stream(stored: np.ndarray, result: CompressedWeight, encoding: str) -> byte
     if encoding.startswith("float"):
         return stored.astype(np.float16 if encoding == "float16" else np.float32, copy=False).tobytes()
     if encoding == "huffman":
-        return huffman_encode(stored, result.stream.alphabet)
-    return pack(stored, result.stream.width)
+        alphabet = result.need_stream().alphabet
+        if alphabet is None:
+            raise ValueError("Huffman coding needs integer symbols; the stream holds floats")
+        return huffman_encode(stored, alphabet)
+    return pack(stored, result.need_stream().width)
 
 
 def _positions(flat: np.ndarray, result: CompressedWeight, index_encoding: str) -> tuple[np.ndarray, bytes, int]:
@@ -80,14 +84,15 @@ def _positions(flat: np.ndarray, result: CompressedWeight, index_encoding: str) 
     and how many entries are filler zeros."""
     if index_encoding == "dense":
         return flat, b"", 0
+    if result.keep is None:
+        raise ValueError(f"the index encoding {index_encoding!r} needs a pruning mask")
     keep = result.keep.numpy()
     if index_encoding == "bitmask":
         return flat[keep.reshape(-1)], np.packbits(keep.reshape(-1)).tobytes(), 0
     if index_encoding == "channel-mask":
         rows = keep.all(axis=1)
         return flat.reshape(keep.shape)[rows].reshape(-1), np.packbits(rows).tobytes(), 0
-    match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", index_encoding)
-    r, coded = int(match.group(1)), bool(match.group(2))
+    r, coded = _relative_index(index_encoding)
     stored, gaps = [], []
     for entries, gap_symbols in relative_entries(keep.reshape(-1), r):
         stored.append(flat[entries])
@@ -96,6 +101,14 @@ def _positions(flat: np.ndarray, result: CompressedWeight, index_encoding: str) 
     gap_all = np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.uint8)
     index = huffman_encode(gap_all, 1 << r) if coded else pack(gap_all, r)
     return stored_all, index, len(stored_all) - int(keep.sum())
+
+
+def _relative_index(encoding: str) -> tuple[int, bool]:
+    """``relative-<r>bit[+huffman]``: the gap width and whether the gaps are Huffman-coded."""
+    match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", encoding)
+    if match is None:
+        raise ValueError(f"unknown index encoding {encoding!r}")
+    return int(match.group(1)), bool(match.group(2))
 
 
 def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQParams | None] | None, kind: LayerKind) -> bytes:
@@ -111,6 +124,8 @@ def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQPa
         for i, q in enumerate(acts):
             if i == 0 and not kind.float_input:
                 continue
+            if q is None:
+                raise ValueError(f"a layer with act_bits={spec.act_bits} lacks its activation parameters")
             out += np.float32(q.scale).tobytes()
             out += (np.uint8 if spec.act_bits == 8 else np.int16)(q.zero_point).tobytes()
     return out
@@ -123,7 +138,8 @@ def write(compiled: CompressedModel) -> bytes:
     blobs += [len(head).to_bytes(4, "little"), head]
     for info in compiled.layers:
         r = compiled.weights[info.name]
-        flat = (r.dequant_view if r.stream.symbols is None else r.stream.symbols).numpy().reshape(-1)
+        symbols = r.need_stream().symbols
+        flat = (r.dequant_view if symbols is None else symbols).numpy().reshape(-1)
         stored, index, _ = _positions(flat, r, r.size.index_encoding)
         codes = _stream(stored, r, r.size.codes_encoding)
         scales = _scales_blob(r, compiled.acts.get(info.name), info.layer_kind)
@@ -161,12 +177,11 @@ class _Reader:
         return chunk
 
 
-def read(data: bytes, embedding_layers: set[str] | None = None) -> Decoded:
+def read(data: bytes) -> Decoded:
     """Decode a studio file into the folded model's state dict and activation parameters.
 
-    ``embedding_layers`` names layers whose input is not quantized (token ids); by
-    default a layer is taken to be one when its activation block has room for only
-    one (scale, zero-point) pair.
+    A layer whose input is not quantized (token ids) is one whose activation block has
+    room for only one (scale, zero-point) pair.
     """
     if data[:8] != MAGIC:
         raise StudioError("not a studio file (bad magic bytes): export it again with format='studio'")
@@ -207,7 +222,9 @@ def read(data: bytes, embedding_layers: set[str] | None = None) -> Decoded:
     return Decoded(plan, [tuple(p) for p in meta["folds"]], state, acts, single_input)
 
 
-def _decode_layer(spec: Any, rows: int, cols: int, codes_enc: str, index_enc: str, entries: int, codes_b: bytes, scales_b: bytes, index_b: bytes):  # noqa: ANN202
+def _decode_layer(
+    spec: LayerSpec, rows: int, cols: int, codes_enc: str, index_enc: str, entries: int, codes_b: bytes, scales_b: bytes, index_b: bytes
+) -> tuple[torch.Tensor, ActPair | None, bool]:
     numel = rows * cols
     offset = 0
     if spec.bits is None or spec.bits == 16:
@@ -280,9 +297,8 @@ def _scatter(flat: np.ndarray, stored: np.ndarray, index_enc: str, index_b: byte
         kept_rows = np.unpackbits(np.frombuffer(index_b, dtype=np.uint8), count=rows).view(bool)
         flat.reshape(rows, cols)[kept_rows] = stored.reshape(-1, cols)
     else:
-        match = re.fullmatch(r"relative-(\d+)bit(\+huffman)?", index_enc)
-        r = int(match.group(1))
-        gaps = huffman_decode(index_b, 1 << r, entries) if match.group(2) else unpack(index_b, r, entries)
+        r, coded = _relative_index(index_enc)
+        gaps = huffman_decode(index_b, 1 << r, entries) if coded else unpack(index_b, r, entries)
         last = -1
         for start in range(0, entries, CHUNK):  # each entry sits its gap + 1 after the previous one
             step = gaps[start : start + CHUNK].astype(np.int64) + 1
