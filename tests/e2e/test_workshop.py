@@ -40,7 +40,7 @@ def outputs(nb: nbformat.NotebookNode) -> list:
 
 def test_the_workshop_has_its_notebooks():
     names = [p.name for p in NOTEBOOKS]
-    assert {"01-quantization.ipynb", "02-pruning.ipynb", "03-sizes-and-huffman.ipynb", "05-deploy.ipynb"} <= set(names)
+    assert {"01-quantization.ipynb", "02-pruning.ipynb", "03-sizes-and-huffman.ipynb", "04-budget.ipynb", "05-deploy.ipynb"} <= set(names)
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_notebook_runs_top_to_bottom(path, this_checkout):
     assert not [o for o in outs if o.output_type == "stream" and o.name == "stderr" and "Traceback" in o.text]
     # every exercise is a widget, and the notebook has at least three
     code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    exercises = sum(len(re.findall(r"^(number|choice|text)_exercise\(", src, re.M)) for src in code)
+    exercises = sum(len(re.findall(r"^(number|choice|text|plan)_exercise\(", src, re.M)) for src in code)
     assert exercises >= 3
     widget_cells = [cell for cell in nb.cells if cell.cell_type == "code" and any(WIDGET_VIEW in o.get("data", {}) for o in cell.outputs)]
     assert len(widget_cells) >= exercises + 1  # the header, and each exercise
