@@ -58,6 +58,7 @@ class PlanPicker(W.VBox, W.ValueWidget):
         self.readout.add_class("workshop-readout")
         self.children = [W.HBox(self.dropdowns, layout=W.Layout(flex_flow="row wrap", grid_gap="4px 16px")), self.readout]
         self.add_class("workshop-plan-picker")
+        self.layout.max_width = "880px"  # the Check button stays next to the plan, not at the page's far edge
         self.report: Report | None = None
         self._changed()
 
