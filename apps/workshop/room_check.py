@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKSHOP = ROOT / "apps" / "workshop"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-EXERCISE = re.compile(r"^(number|choice|text)_exercise\(", re.M)
+EXERCISE = re.compile(r"^(number|choice|text|plan)_exercise\(", re.M)
 
 
 def exercise_count(notebook: Path) -> int:

@@ -2,7 +2,8 @@
 ``apps/workshop/``. It uses the engine through its public API and the Studio's figure
 functions; it is imported only by the notebooks (``import studio.workshop``)."""
 
-from .checks import Verdict, check_choice, check_number, parse_number
+from .budget import FrontFigure, PlanPicker, plan_exercise
+from .checks import Verdict, check_budget, check_choice, check_number, parse_number
 from .exercise import Exercise, choice_exercise, number_exercise, text_exercise
 from .index import NotebookEntry, list_notebooks, nav_html
 from .labs import PruneLab, QuantLab, SizeLab, VerifyPanel
@@ -10,13 +11,16 @@ from .style import Header
 
 __all__ = [
     "Exercise",
+    "FrontFigure",
     "Header",
     "NotebookEntry",
+    "PlanPicker",
     "PruneLab",
     "QuantLab",
     "SizeLab",
     "Verdict",
     "VerifyPanel",
+    "check_budget",
     "check_choice",
     "check_number",
     "choice_exercise",
@@ -24,5 +28,6 @@ __all__ = [
     "nav_html",
     "number_exercise",
     "parse_number",
+    "plan_exercise",
     "text_exercise",
 ]

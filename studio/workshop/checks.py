@@ -110,3 +110,50 @@ def check_choice(
     except TypeError:  # an unhashable value from a widget
         hint = None
     return wrong(hint or default_hint or "Look again at the figures above.")
+
+
+def check_budget(
+    size_bytes: Any,
+    delta: Any,
+    delta_stderr: Any,
+    *,
+    target_bytes: int,
+    max_drop: float,
+    float_size_bytes: int,
+    explain: str = "",
+    too_big: str = "",
+    too_lossy: str = "",
+    is_float: bool = False,
+) -> Verdict:
+    """A plan's measured size and metric change (``delta``, a fraction: -0.01 is one point
+    lost) against a budget: at most ``target_bytes`` and a drop of at most ``max_drop``.
+
+    The engine's ``Budget`` decides, as ``session.search`` does (the measured drop must be
+    within ``max_drop``; "within noise" is said, not refused). The float model itself
+    (``is_float``, or a size no smaller than the float model's) is no answer yet. ``too_big``/``too_lossy`` are the hints for each way to miss."""
+    from ..engine.budget import Budget  # the search's own rule, not a copy of it
+
+    size, change = parse_number(size_bytes), parse_number(delta)
+    stderr = parse_number(delta_stderr)
+    if size is None or change is None:
+        return wrong("Measure a plan first: pick bits for the layers, then press Check.")
+    if is_float or size >= float_size_bytes:
+        return wrong("That is the float model: every layer still at 32 bits. Pick fewer bits for the layers, then press Check.")
+    budget = Budget(int(target_bytes), float(max_drop), int(float_size_bytes))
+    drop = -change
+    if not budget.accepts(drop, stderr, int(size)):
+        over, lossy = size > target_bytes, drop > max_drop
+        said = f"{size / 1000:.2f} KB at {-100 * drop:+.1f} pts."
+        if over and lossy:
+            hints = " ".join(h.strip() for h in (too_lossy, too_big) if h)
+            return wrong(f"{said} Too big and too inaccurate. " + (hints or "Look at the heatmap again."))
+        if over:
+            return wrong(f"{said} Over {target_bytes / 1000:g} KB. " + (too_big or "Lower the bits of the biggest layer."))
+        return wrong(f"{said} More than {100 * max_drop:g} point lost. " + (too_lossy or "Give the most sensitive layer more bits."))
+    noise = ""
+    if stderr is not None:
+        half = 1.96 * stderr
+        noise = f" (±{100 * half:.1f} at 95%)"
+        if budget.status(drop, stderr, int(size)) == "within noise":
+            noise += ": within the budget as measured, but the interval reaches past it, so the true drop may be a little over"
+    return right(f"{size / 1000:.2f} KB, {float_size_bytes / size:.1f}× smaller, at {-100 * drop:+.1f} pts{noise}. " + explain)

@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..engine import LayerSpec, Plan, Session, Verification
+from ..engine import LayerSpec, Plan, Report, Session, Verification
 from ..ui.figures import histogram_data, histogram_figure, set_font_size, update_histogram
 from ..ui.html import fmt_bytes, size_html
 from .pictures import codes_table_html, mask_svg, number_line_svg, row_levels
@@ -31,9 +31,10 @@ def _toggle(options: list[tuple[str, str]], description: str) -> W.ToggleButtons
     return toggle
 
 
-def measured_html(session: Session, plan: Plan, what: str) -> str:
-    """The measured metric of ``plan`` beside the float model's, with its 95% noise."""
-    report = session.evaluate(plan)
+def measured_html(session: Session, plan: Plan, what: str, report: Report | None = None) -> str:
+    """The measured metric of ``plan`` beside the float model's, with its 95% noise
+    (``report``: ``plan``'s report when it was just measured)."""
+    report = report if report is not None else session.evaluate(plan)
     if report.metric is None or report.delta is None:  # evaluate always measures; anything else is a bug
         raise RuntimeError("session.evaluate returned no metric")
     noise = ""

@@ -92,3 +92,15 @@ def granularity_gap(session: Session, bits: int = 4) -> dict[str, float]:
             continue
         gaps[name] = channel - tensor
     return gaps
+
+
+def one_layer_back(session: Session, bits: int, back_to: int = 8) -> dict[str, float]:
+    """Every layer at ``bits``, then each layer alone put back to ``back_to`` bits: the
+    measured metric per layer put back (which layer's bits buy the most accuracy back)."""
+    metrics = {}
+    for name in session.layer_names:
+        report = session.evaluate(Plan.uniform(bits=bits).with_layer(name, bits=back_to))
+        if report.metric is None:  # evaluate always measures; anything else is a bug
+            raise RuntimeError(f"session.evaluate returned no metric for {name}")
+        metrics[name] = report.metric
+    return metrics

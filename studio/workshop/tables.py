@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import CompressedWeight, Plan, Report, Session, Verification
+from ..engine import CompressedWeight, LayerSpec, Plan, Report, Session, Verification
 from ..engine.huffman import block_table_bytes, code_lengths, table_bytes
+from ..engine.search import SearchResult
+from ..engine.sensitivity import SensitivityTable, rank_agreement
 from ..ui.html import fmt_bytes
 from .pictures import GREEN, GREY, RED
 
@@ -155,3 +157,71 @@ def runtime_table_html(plan: Plan, support: Mapping[str, Any]) -> str:
             f"<td>{yes(rt.exact)}</td><td>{yes(rt.native)}</td><td style='text-align:left'>{html.escape(rt.note)}</td></tr>"
         )
     return "<table class='workshop-table workshop-runtime'>" + head + "".join(rows) + "</table>"
+
+
+def layer_bytes_html(session: Session, table: SensitivityTable) -> str:
+    """Per layer: its weights, its bytes in float and at each probed setting, and its
+    share of the float model's layer bytes (the table's ``layer_bytes``)."""
+    floats = session.size(Plan()).layers
+    total = sum(layer.total for layer in floats.values()) or 1
+    labels = [s.label.replace("bits=", "") + (" bits" if s.label.startswith("bits=") else "") for s in table.settings]
+    head = "<tr><th>layer</th><th>weights</th><th>share</th><th>float</th>" + "".join(f"<th>{html.escape(x)}</th>" for x in labels) + "</tr>"
+    rows = []
+    for name, row in zip(table.layers, table.grid("layer_bytes")):
+        share = floats[name].total / total
+        cells = "".join(f"<td>{fmt_bytes(b)}</td>" for b in row)
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{session.layer(name).params:,}</td><td>{share:.0%}</td>"
+            f"<td>{fmt_bytes(floats[name].total)}</td>{cells}</tr>"
+        )
+    return "<table class='workshop-table workshop-layer-bytes'>" + head + "".join(rows) + "</table>"
+
+
+def ranking_html(measured: SensitivityTable, proxy: SensitivityTable) -> str:
+    """The layers ranked by the measured table and by the proxy, side by side, with
+    Spearman's correlation over the layers and over every probe."""
+    m, p = measured.layer_scores(), proxy.layer_scores()
+    m_rank = {n: i + 1 for i, n in enumerate(measured.ranking())}
+    p_rank = {n: i + 1 for i, n in enumerate(proxy.ranking())}
+    head = "<tr><th>layer</th><th>measured: mean drop</th><th>measured rank</th><th>proxy: mean estimate (nats)</th><th>proxy rank</th></tr>"
+    rows = []
+    for name in measured.ranking():
+        same = "workshop-good" if m_rank[name] == p_rank[name] else "workshop-bad"
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{100 * m[name]:.1f} pts</td><td>{m_rank[name]}</td>"
+            f"<td>{p[name]:.2g}</td><td class='{same}'>{p_rank[name]}</td></tr>"
+        )
+    agree = rank_agreement(measured, proxy)
+    note = (
+        f"<div class='workshop-dim'>Spearman rank correlation: {agree['layers']:.2f} over the layers, {agree['entries']:.2f} over all "
+        f"{len(measured.entries)} probes (1 = the same order). Measured in {measured.seconds:.1f} s; estimated in {proxy.seconds:.1f} s.</div>"
+    )
+    return "<table class='workshop-table workshop-ranking'>" + head + "".join(rows) + "</table>" + note
+
+
+def _short(spec: LayerSpec) -> str:
+    if spec.is_float:
+        return "float"
+    text = f"{spec.bits}-bit k-means" if spec.cluster else f"{spec.bits} bits"
+    return text + (f", {spec.prune:.0%} pruned" if spec.prune > 0 else "")
+
+
+def front_table_html(result: SearchResult, layers: list[str]) -> str:
+    """The search's Pareto front, smallest first: size, measured change with its 95%
+    interval, the budget's verdict, and each layer's setting; the chosen plan in bold."""
+    head = (
+        "<tr><th>size</th><th>smaller</th><th>change</th><th>budget</th>"
+        + "".join(f"<th>{html.escape(n)}</th>" for n in layers) + "</tr>"
+    )
+    rows = []
+    chosen = result.best
+    for c in result.pareto():
+        half = "" if c.delta_stderr is None else f" ±{100 * 1.96 * c.delta_stderr:.1f}"
+        css = "workshop-good" if c.budget == "meets" else "workshop-dim" if c.budget == "within noise" else "workshop-bad"
+        cells = "".join(f"<td class='workshop-text'>{html.escape(_short(c.plan.spec_for(n)))}</td>" for n in layers)
+        style = " style='font-weight:700;background:#f3f0ff'" if c == chosen else ""
+        rows.append(
+            f"<tr{style}><td>{fmt_bytes(c.size_bytes)}</td><td>{c.compression_ratio:.1f}×</td><td>{100 * c.delta:+.1f}{half} pts</td>"
+            f"<td class='{css} workshop-text'>{html.escape(c.budget)}</td>{cells}</tr>"
+        )
+    return "<table class='workshop-table workshop-front-table'>" + head + "".join(rows) + "</table>"

@@ -40,7 +40,7 @@ def outputs(nb: nbformat.NotebookNode) -> list:
 
 def test_the_workshop_has_its_notebooks():
     names = [p.name for p in NOTEBOOKS]
-    assert {"01-quantization.ipynb", "02-pruning.ipynb", "03-sizes-and-huffman.ipynb", "05-deploy.ipynb"} <= set(names)
+    assert {"01-quantization.ipynb", "02-pruning.ipynb", "03-sizes-and-huffman.ipynb", "04-budget.ipynb", "05-deploy.ipynb"} <= set(names)
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_notebook_runs_top_to_bottom(path, this_checkout):
     assert not [o for o in outs if o.output_type == "stream" and o.name == "stderr" and "Traceback" in o.text]
     # every exercise is a widget, and the notebook has at least three
     code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    exercises = sum(len(re.findall(r"^(number|choice|text)_exercise\(", src, re.M)) for src in code)
+    exercises = sum(len(re.findall(r"^(number|choice|text|plan)_exercise\(", src, re.M)) for src in code)
     assert exercises >= 3
     widget_cells = [cell for cell in nb.cells if cell.cell_type == "code" and any(WIDGET_VIEW in o.get("data", {}) for o in cell.outputs)]
     assert len(widget_cells) >= exercises + 1  # the header, and each exercise
@@ -157,6 +157,54 @@ def test_index_open_a_notebook_and_answer_an_exercise(this_checkout):
         page.locator(".workshop-lab-quant").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "workshop-projector.png"))
         assert external == []
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_budget_notebook_checks_a_hand_made_plan(this_checkout):
+    """Notebook 4 in Chromium: a plan picked with the drop-downs gets a hint while it misses
+    the budget and the ✓ once it fits; the figure's star follows the picked plan."""
+    chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    import studio
+    from studio.workshop.budget import plan_of
+
+    sample = studio.load_sample("digits-cnn")
+    session = studio.Session(sample.model, sample.eval_data)
+    good = (8, 4, 3, 4)  # features.0, features.3, features.7, classifier.1
+    report = session.evaluate(plan_of(session, good))
+    assert report.size_bytes <= 10_000 and -report.delta <= 0.01  # the engine's own verdict on the plan used below
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with voila_server("apps/workshop") as url, sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "voila/render/04-budget.ipynb", timeout=240_000)
+        page.wait_for_selector(".workshop-exercise-per-image .workshop-check", timeout=240_000)
+        page.wait_for_selector(".workshop-front .js-plotly-plot", timeout=60_000)
+        assert "Finding a plan" in page.inner_text(".workshop-nav-current")
+        assert page.locator(".studio-heat td").count() > 0 and page.locator(".workshop-front-table tr").count() > 1
+
+        box = ".workshop-exercise-hand-plan"
+        selects = page.locator(f"{box} select")
+        assert selects.count() == len(session.layer_names)
+        for i in range(selects.count()):  # every layer at 4 bits: over 10 KB and over a point lost
+            selects.nth(i).select_option(label="4 bits")
+        page.wait_for_selector(f"{box} .workshop-readout:has-text('11.55')", timeout=20_000)
+        page.click(f"{box} .workshop-check")
+        hint = page.wait_for_selector(f"{box} .workshop-verdict[data-ok=false]", timeout=20_000)
+        assert "Too big and too inaccurate" in hint.inner_text() and "features.7 is" in hint.inner_text()
+        for i, bits in enumerate(good):
+            selects.nth(i).select_option(label=f"{bits} bits")
+        page.wait_for_selector(f"{box} .workshop-verdict", state="detached", timeout=15_000)  # the old hint goes
+        page.wait_for_selector(f".workshop-front .workshop-readout:has-text('{report.size_bytes / 1000:.2f}')", timeout=20_000)
+        page.click(f"{box} .workshop-check")
+        tick = page.wait_for_selector(f"{box} .workshop-verdict[data-ok=true]", timeout=20_000)
+        assert tick.inner_text().startswith("✓") and f"{report.size_bytes / 1000:.2f} KB" in tick.inner_text()
+        page.locator(".workshop-front").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "workshop-budget.png"))
         browser.close()
 
 
