@@ -12,10 +12,12 @@ same process (median of 5: 3 before and 2 after everything else):
 - each preset's evaluate (``Plan.presets()``, the GUI's list), one after another, cold;
 - export (``studio`` format) of the base plan and ``session.verify`` of the file;
 - peak RSS (``VmHWM``) less the RSS after imports, against 2.5 x the float model plus the
-  activation cache budget.
+  activation cache budget; beside it, the peak of the float model, its data and a plain forward.
+Times are process CPU time by default (``--clock wall`` for wall time): on a shared machine
+other processes stretch wall time by factors that differ from one measurement to the next.
 Each model runs in its own child process, one after another, so that peaks do not mix.
 
-    python benchmarks/bench_scale.py [--quick] [--models resnet-18,bert-base] [--device cuda] [--layers 8]
+    python benchmarks/bench_scale.py [--quick] [--models resnet-18,bert-base] [--device cuda] [--layers 8] [--clock wall]
 """
 
 from __future__ import annotations
@@ -47,10 +49,14 @@ def rss_kib(field: str) -> int:
     return 0
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = time.process_time
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+    start = clock()
     out = fn()
-    return time.perf_counter() - start, out
+    return clock() - start, out
 
 
 def spaced(n: int, k: int) -> list[int]:
@@ -85,6 +91,7 @@ def child(name: str, quick: bool, device: str, n_layers: int) -> dict[str, Any]:
             torch.cuda.synchronize()
 
     forward()  # warm-up
+    forward_rss = rss_kib("VmHWM") * 1024  # the model, its data and one plain forward's working memory
     forwards = [timed(forward)[0] for _ in range(3)]
     session_s, session = timed(lambda: studio.Session(spec.model, spec.eval_data, batch_size=spec.batch_size, device=device))
     names = session.layer_names
@@ -125,7 +132,7 @@ def child(name: str, quick: bool, device: str, n_layers: int) -> dict[str, Any]:
     return {
         "model": name, "layers": len(names), "params": sum(i.params for i in session.layers), "float_bytes": session.float_size_bytes,
         "float_s": float_s, "session_s": session_s, "first_eval_s": first_eval_s, "changes": changes, "size_ms": sizes,
-        "presets": presets, "export_s": export_s, "verify_s": verify_s, "base_rss": base_rss, "peak_rss": peak,
+        "presets": presets, "export_s": export_s, "verify_s": verify_s, "base_rss": base_rss, "forward_rss": forward_rss, "peak_rss": peak,
         "activation_budget": ACTIVATION_BUDGET, "kept": session._runner.describe(),
     }
 
@@ -147,14 +154,15 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         slowest = max(r["presets"], key=r["presets"].get)
         preset = r["presets"][slowest] / f
         rss = r["peak_rss"] - r["base_rss"]
+        plain = r["forward_rss"] - r["base_rss"]
         budget = 2.5 * r["float_bytes"] + r["activation_budget"]
         gb = 1 << 30
         lines.append(
-            f"| {r['model']} | {r['layers']} / {r['params'] / 1e6:.1f}M | {f * 1000:.0f} ms | {r['session_s']:.1f} s ({r['session_s'] / f:.1f}×) "
+            f"| {r['model']} | {r['layers']} / {r['params'] / 1e6:.1f}M | {f:.2f} s | {r['session_s']:.1f} s ({r['session_s'] / f:.1f}×) "
             f"| {first:.2f}× | {last:.2f}× {mark(last <= TARGETS['last'])} | {mean:.2f}× ({len(r['changes'])} layers) {mark(mean <= TARGETS['mean'])} "
             f"| {size_ms:.1f} ms {mark(size_ms <= TARGETS['size_ms'])} | {preset:.2f}× {slowest} {mark(preset <= TARGETS['preset'])} "
             f"| {r['export_s'] + r['verify_s']:.1f} s ({(r['export_s'] + r['verify_s']) / f:.1f}×) "
-            f"| {rss / gb:.2f} GiB ({budget / gb:.2f}) {mark(rss <= budget)} |"
+            f"| {rss / gb:.2f} GiB ({budget / gb:.2f}; plain forward {plain / gb:.2f}) {mark(rss <= budget)} |"
         )
     names = list(results[0]["presets"]) if results else []
     lines += ["", "| model | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
@@ -170,18 +178,21 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--layers", type=int, default=8, help="evenly spaced layers for the mean over layers (0: all)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="process CPU time (default: steadier on a shared machine) or wall time")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one model, print its JSON
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
     n_layers = args.layers or 1 << 30
+    global clock
+    clock = CLOCKS[args.clock]
     if args.child:
         result = child(args.child, args.quick, args.device, n_layers)
         print("RESULT " + json.dumps(result), flush=True)
         return
     results = []
     for name in args.models.split(","):
-        command = [sys.executable, __file__, "--child", name, "--device", args.device, "--layers", str(args.layers)]
+        command = [sys.executable, __file__, "--child", name, "--device", args.device, "--layers", str(args.layers), "--clock", args.clock]
         command += ["--quick"] if args.quick else []
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -193,7 +204,8 @@ def main() -> None:
         if proc.wait() != 0:
             raise SystemExit(f"{name}: the child process failed with status {proc.returncode}")
     print()
-    print(f"Ratios to one float forward over the eval set, measured in the same process ({args.device}, torch threads {torch.get_num_threads()}):")
+    what = "process CPU time" if args.clock == "cpu" else "wall time"
+    print(f"Ratios to one float forward over the eval set, measured in the same process ({args.device}, {what}, torch threads {torch.get_num_threads()}):")
     print()
     print("\n".join(table(results)))
 

@@ -19,7 +19,7 @@ def test_scale_benchmark_prints_a_table_row_per_model():
     assert [r[0] for r in main] == MODELS
     assert [r[0] for r in presets] == MODELS
     for row in main:
-        assert float(row[2].removesuffix(" ms")) > 0  # the float forward
+        assert float(row[2].split()[0]) > 0  # the float forward
         for cell in (row[5], row[6], row[7], row[8], row[10]):  # every target is judged
             assert cell.endswith(("PASS", "MISS")), cell
     for row in presets:
