@@ -11,10 +11,10 @@ time, which a busy shared machine disturbs less.
 
     python benchmarks/bench_latency.py [--quick] [--large] [--threads N] [--rounds R] [--cpu-time]
 
-``--large`` adds ResNet-18 (torchvision's definition, random weights, BatchNorm statistics
-from random images, 32 random 224x224 images) and BERT-base
-(``BertForSequenceClassification(BertConfig())``, random weights, 32 x 64 random token ids);
-their metric is top-1 agreement with the float model.
+``--large`` adds ResNet-18 (``scale_models.resnet18``: torchvision's definition, random weights,
+BatchNorm statistics from random images; the first 32 of its random 224x224 images) and BERT-base
+(``scale_models.bert_base``: ``BertForSequenceClassification(BertConfig())``, random weights,
+32 x 64 random token ids); their metric is top-1 agreement with the float model.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import scale_models  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 import studio  # noqa: E402
 from studio import Plan  # noqa: E402
@@ -42,71 +43,14 @@ from studio.engine.formats.onnx_meta import session_config  # noqa: E402
 EXPORTS: dict[str, Callable[..., bytes]] = {"onnx": export_onnx, "onnx-fast": export_onnx_fast}
 
 
-# -- ResNet-18 (torchvision's architecture) ----------------------------------------------------
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet(nn.Module):
-    """torchvision.models.resnet18 (layers=(2, 2, 2, 2), width=64) and smaller variants."""
-
-    def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), width: int = 64, classes: int = 1000) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages, cin = [], width
-        for i, blocks in enumerate(layers):
-            cout = width * 2**i
-            stage = [BasicBlock(cin, cout, 1 if i == 0 else 2)] + [BasicBlock(cout, cout) for _ in range(blocks - 1)]
-            stages.append(nn.Sequential(*stage))
-            cin = cout
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(cin, classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def resnet18_session(images: int = 32, size: int = 224, batch: int = 8) -> studio.Session:
-    torch.manual_seed(0)
-    model = ResNet()
-    model.train()  # BatchNorm statistics from random images, so that activations stay normalised
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        model(torch.randn(16, 3, size, size))
-    model.eval()
-    return studio.Session(model, (torch.randn(images, 3, size, size), None), batch_size=batch)
+def resnet18_session(images: int = 32, batch: int = 8) -> studio.Session:
+    spec = scale_models.resnet18()
+    return studio.Session(spec.model, (spec.eval_data[0][:images], None), batch_size=batch)
 
 
 def bert_base_session() -> studio.Session:
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig()
-    model = transformers.BertForSequenceClassification(config).eval()
-    ids = torch.randint(0, config.vocab_size, (32, 64))
-    return studio.Session(model, ({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, None), batch_size=32)
+    spec = scale_models.bert_base()
+    return studio.Session(spec.model, spec.eval_data, batch_size=spec.batch_size)
 
 
 # -- plans and timing --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the incremental runner keeps between passes, and how it chooses.
 
-An :class:`Entry` is one kept call output with its tensors' version counters; a
+An :class:`Entry` is one kept call output with its tensors' version counters (or, for an
+output that its callers modify in place, a private copy); a
 :class:`Trace` is one batch's sequence of module calls. :func:`choose_kept` picks the
 calls worth keeping within a byte budget.
 """
@@ -40,16 +41,28 @@ class Entry:
     versions: tuple[int, ...]
     nbytes: int
 
+    copied: bool = False  # a private copy: handed back as a fresh copy each time
+
     @classmethod
-    def of(cls, value: Any) -> Entry | None:
+    def of(cls, value: Any, copy: bool = False) -> Entry | None:
+        """The entry for ``value``; with ``copy`` (for a tensor that its callers modify in
+        place after the call, e.g. a convolution followed by an in-place ReLU) a copy of it."""
+        if copy and isinstance(value, torch.Tensor):
+            value = value.clone()
+        else:
+            copy = False
         leaves: list[torch.Tensor] = []
         if not _leaves(value, leaves):
             return None
         storages = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in leaves}
-        return cls(value, tuple(leaves), tuple(t._version for t in leaves), sum(n for _, n in storages))
+        return cls(value, tuple(leaves), tuple(t._version for t in leaves), sum(n for _, n in storages), copy)
 
     def intact(self) -> bool:
         return all(t._version == v for t, v in zip(self.leaves, self.versions))
+
+    def handed(self) -> Any:
+        """The value to hand back: a fresh copy of a private one, which callers may modify."""
+        return self.value.clone() if self.copied else self.value
 
 
 @dataclass

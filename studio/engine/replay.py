@@ -12,7 +12,9 @@ to a full pass by construction.
 What is kept is chosen after the first (profiled) pass, within a byte budget, by a
 greedy that maximises the compute skipped, averaged over a change at each layer.
 A kept output that something modified in place afterwards is detected through the
-tensors' version counters and never handed back. Beyond the budget, outputs are
+tensors' version counters and never handed back; from then on that call's output is kept
+as a private copy and handed back as a fresh copy (a convolution followed by an in-place
+ReLU or residual add stays replayable, for the price of a memory copy). Beyond the budget, outputs are
 recomputed. TorchScript modules cannot be cut: every pass is a full pass, and the
 report says so.
 """
@@ -106,9 +108,9 @@ class _BatchPass:
                         self.counter = end
                         self.replayed += end - i
                         self.tick(end)
-                        return entry.value
-                    runner._drop((self.batch, i))  # modified in place after it was kept: never again
-                    runner._blacklist.add(i)
+                        return entry.handed()
+                    runner._drop((self.batch, i))  # modified in place after it was kept: keep a copy from now on
+                    (runner._copied if isinstance(entry.value, torch.Tensor) else runner._blacklist).add(i)
             else:  # the calls differ from the last pass before any change: replay nothing more
                 self.boundary = i
                 runner.notes.add("the model's module calls differed between identical passes, so this pass ran in full")
@@ -162,6 +164,7 @@ class IncrementalRunner:
         self._bytes = 0
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
+        self._copied: set[int] = set()  # calls whose output is modified in place later: kept as copies
         self._run: _BatchPass | None = None
         self._acts: dict[int, ActPair] = {}
         self._modules: list[nn.Module] = []
@@ -226,7 +229,7 @@ class IncrementalRunner:
         profiling = self._selected is None
         if i in self._blacklist or not (self._selected is None or i in self._selected):
             return
-        entry = Entry.of(out)
+        entry = Entry.of(out, copy=i in self._copied)
         if entry is None:
             self._blacklist.add(i)
             return

@@ -96,6 +96,40 @@ def test_residual_model_with_in_place_adds_is_bit_identical():
         assert_identical(session.outputs(plan), reference.outputs(plan))
 
 
+class InPlaceReLU(nn.Module):
+    """torchvision's pattern: a layer's output modified in place by the next call (ReLU(inplace=True), +=)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(12, 32)
+        self.relu = nn.ReLU(inplace=True)
+        self.body = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.stem(x))
+        out = self.body(x)
+        out += x
+        return self.head(self.relu(out))
+
+
+def test_outputs_modified_in_place_are_kept_as_copies_and_still_replayed():
+    torch.manual_seed(0)
+    model = InPlaceReLU().eval()
+    x = torch.randn(96, 12)
+    data = (x, model(x).argmax(1))
+    session = Session(model, data, batch_size=32)
+    reference = Session(model, data, batch_size=32, activation_cache_bytes=0)
+    for bits in (8, 4, 3, 2):  # the first changes find the outputs that ReLU and += modify in place
+        plan = Plan().with_layer("head", bits=bits)
+        report = session.evaluate(plan)
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+    assert report.timing.computed == len(session.batches())  # only the head re-ran: stem and body were replayed
+    for plan in random_walk(session, 16, seed=5):
+        assert_identical(session.outputs(plan), reference.outputs(plan))
+    assert_identical(session.outputs(plan), full_pass(session, plan))
+
+
 class DictTransformer(nn.Module):
     """A tiny transformer taking dict inputs (input_ids, attention_mask), with residuals."""
 
