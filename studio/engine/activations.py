@@ -102,6 +102,7 @@ class ActStats:
 RangeFn = Callable[[ActStats, int], tuple[float, float]]
 RANGE_METHODS: Registry[RangeFn] = Registry("calibration method")
 register_range_method = RANGE_METHODS.register
+RANGE_ONLY_METHODS = frozenset({"minmax"})  # methods that need no histogram (one calibration pass fewer)
 
 
 @register_range_method("minmax")

@@ -1,9 +1,10 @@
 """Activation calibration: statistics gathered once, quantization parameters chosen once.
 
-The calibration set runs through the float model twice, once for ranges and once
-for histograms, the first time any plan quantizes activations. Those statistics are
-kept for the session; the parameters for a (layer, bits, method) are chosen once
-and reused by every later plan.
+The calibration set runs through the float model once for ranges the first time any
+plan quantizes activations, and once more for histograms the first time a plan's
+calibration method needs them (every method but min-max). Those statistics are kept
+for the session; the parameters for a (layer, bits, method) are chosen once and
+reused by every later plan.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .activations import ActQParams, ActStats, choose_qparams
+from .activations import RANGE_ONLY_METHODS, ActQParams, ActStats, choose_qparams
 from .data import Batch, call_model, slice_inputs, to_batches, to_device
 from .errors import StudioError
 from .plan import Plan
@@ -45,37 +46,49 @@ class Calibrator:
         self.input_mode = input_mode
         self.device = device
         self._stats: dict[tuple[str, str], ActStats] | None = None
+        self._histograms = False
         self._params: dict[tuple[str, int, str], ActPair] = {}
         self._lock = threading.Lock()
 
     @torch.no_grad()
-    def stats(self, prepared: PreparedModel, names: Iterable[str]) -> dict[tuple[str, str], ActStats]:
+    def stats(self, prepared: PreparedModel, names: Iterable[str], method: str = "kl") -> dict[tuple[str, str], ActStats]:
         """Each layer's input/output statistics over the calibration set, from a float copy
-        of the prepared (folded) model; computed once per session."""
+        of the prepared (folded) model: ranges, and histograms where ``method`` needs them;
+        each computed once per session."""
         if prepared.scripted:
             raise StudioError(
                 "activation quantization needs an eager PyTorch model (TorchScript modules take no hooks); "
                 "load the weights into the architecture (safetensors) or set act_bits=None"
             )
         with self._lock:
-            if self._stats is not None:
-                return self._stats
-            model = prepared.float_model().to(self.device)
-            modules = {name: model.get_submodule(name) for name in names}
-            stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}
-            for phase in ("observe_range", "observe_hist"):
-                handles = []
-                for name, module in modules.items():
-                    handles.append(module.register_forward_pre_hook(self._pre(stats[(name, "in")], phase)))
-                    handles.append(module.register_forward_hook(self._post(stats[(name, "out")], phase)))
-                try:
-                    for inputs, _ in self.batches:
-                        call_model(model, to_device(inputs, self.device), self.input_mode)
-                finally:
-                    for handle in handles:
-                        handle.remove()
-            self._stats = {k: v for k, v in stats.items() if v.hist is not None}
+            if self._stats is None:
+                stats = self._observe(prepared, names, "observe_range", None)
+                self._stats = {k: v for k, v in stats.items() if v.lo <= v.hi}
+            if method not in RANGE_ONLY_METHODS and not self._histograms:
+                self._observe(prepared, dict.fromkeys(name for name, _ in self._stats), "observe_hist", self._stats)
+                self._histograms = True
             return self._stats
+
+    def _observe(self, prepared: PreparedModel, names: Iterable[str], phase: str,
+                 stats: dict[tuple[str, str], ActStats] | None) -> dict[tuple[str, str], ActStats]:
+        """One pass of the calibration set through a float copy, feeding ``phase`` of each stat."""
+        model = prepared.float_model().to(self.device)
+        modules = {name: model.get_submodule(name) for name in names}
+        if stats is None:
+            stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}
+        handles = []
+        for name, module in modules.items():
+            if (stat := stats.get((name, "in"))) is not None:
+                handles.append(module.register_forward_pre_hook(self._pre(stat, phase)))
+            if (stat := stats.get((name, "out"))) is not None:
+                handles.append(module.register_forward_hook(self._post(stat, phase)))
+        try:
+            for inputs, _ in self.batches:
+                call_model(model, to_device(inputs, self.device), self.input_mode)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return stats
 
     @staticmethod
     def _pre(stat: ActStats, phase: str) -> Callable[..., None]:

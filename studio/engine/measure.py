@@ -73,7 +73,7 @@ class Measurer:
     def activation_params(self, plan: Plan) -> dict[str, ActPair]:
         if not plan.quantizes_activations:
             return {}
-        return self.calibrator.params(plan, self.layer_names, self.calibrator.stats(self.prepared, self.layer_names))
+        return self.calibrator.params(plan, self.layer_names, self.calibrator.stats(self.prepared, self.layer_names, plan.calibration))
 
     def compiled(self, plan: Plan, results: dict[str, CompressedWeight], acts: dict[str, ActPair]) -> CompressedModel:
         example = slice_inputs(self.scorer.batches[0][0], 0, 2)

@@ -94,3 +94,24 @@ def test_torchscript_models_refuse_activation_quantization(tmp_path, samples):
     with pytest.raises(ValueError, match="eager PyTorch model"):
         session.evaluate(Plan.uniform(8, act_bits=8))
     assert session.evaluate(Plan.uniform(8)).delta >= -0.005
+
+
+def test_min_max_calibration_runs_one_pass_and_histograms_come_when_a_method_needs_them(samples):
+    from studio.engine import Plan, Session
+
+    sample = samples["digits-cnn"]
+    session = Session(sample.model, sample.eval_data)
+    calls = []
+    calibrator = session._m.calibrator
+    original = calibrator._observe
+    calibrator._observe = lambda *a, **k: calls.append(a[2]) or original(*a, **k)
+    minmax = session.evaluate(Plan.uniform(8, act_bits=8))
+    assert calls == ["observe_range"]
+    session.evaluate(Plan.uniform(8, act_bits=8, calibration="kl"))
+    assert calls == ["observe_range", "observe_hist"]
+    session.evaluate(Plan.uniform(8, act_bits=8, calibration="percentile"))
+    assert calls == ["observe_range", "observe_hist"]  # statistics are kept for the session
+    fresh = Session(sample.model, sample.eval_data)  # the same figures as a session that gathered both at once
+    fresh.evaluate(Plan.uniform(8, act_bits=8, calibration="kl"))
+    assert fresh.evaluate(Plan.uniform(8, act_bits=8)).metric == minmax.metric
+    assert fresh.activation_params(Plan.uniform(8, act_bits=8, calibration="kl")) == session.activation_params(Plan.uniform(8, act_bits=8, calibration="kl"))
