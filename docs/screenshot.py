@@ -38,7 +38,7 @@ def main() -> None:
         page.wait_for_selector(".studio-verify", timeout=60_000)
         page.set_viewport_size({"width": 1280, "height": 1640})
         page.wait_for_timeout(1500)  # the figures re-fit the taller page
-        page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+        page.screenshot(path=str(ROOT / "docs" / "screenshot.png"), full_page=True)
         browser.close()
 
 

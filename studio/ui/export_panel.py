@@ -90,6 +90,11 @@ class ExportPanel:
         )
         self.widget.add_class("studio-panel")
         self.format.observe(lambda _: self.show_notes(), names="value")
+        state.observe(lambda _: self.forget(), names=["plan", "session"])
+
+    def forget(self) -> None:
+        """A new plan or model: the last file and its verification no longer describe it."""
+        self.links.value = self.verified.value = ""
 
     def show_notes(self) -> None:
         if self.state.session is not None and self.format.value == "onnx":

@@ -13,15 +13,20 @@ import anywidget
 _ESM = """
 function render({ el }) {
   el.style.display = "none";
-  const watched = new WeakSet();
+  // the width each graph was last drawn at; a ResizeObserver reports every element once as soon
+  // as it is observed, while its view may still be drawing it: only a later change re-fits it
+  const widths = new WeakMap();
   const refit = new ResizeObserver((entries) => {
     for (const entry of entries) {
-      const gd = entry.target;
-      if (window.Plotly && gd._fullLayout && entry.contentRect.width > 0) window.Plotly.Plots.resize(gd);
+      const gd = entry.target, width = Math.round(entry.contentRect.width);
+      const last = widths.get(gd);
+      widths.set(gd, width);
+      if (last === undefined || last === width || width === 0) continue;
+      if (window.Plotly && gd._fullLayout) window.Plotly.Plots.resize(gd);
     }
   });
   const scan = () => document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
-    if (!watched.has(gd)) { watched.add(gd); refit.observe(gd); }
+    if (!widths.has(gd)) { widths.set(gd, undefined); refit.observe(gd); }
   });
   const added = new MutationObserver(scan);
   added.observe(document.body, { childList: true, subtree: true });

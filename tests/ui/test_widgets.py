@@ -235,3 +235,16 @@ def test_onnx_runtime_notes(app):
     app.layers_panel.rows["fc1"].bits.value = 3
     app.export_panel.format.value = "onnx"
     assert "fc1" in app.export_panel.notes.value and "int4" in app.export_panel.notes.value
+
+
+def test_a_new_plan_or_model_clears_the_last_export_and_its_verification(app):
+    app.export_panel.format.value = "studio"
+    app.export_panel.button.click()
+    assert "data-metric" in app.export_panel.verified.value and app.export_panel.links.value
+    app.layers_panel.rows["fc1"].bits.value = 3  # the file shown no longer matches the plan
+    assert app.export_panel.verified.value == "" and app.export_panel.links.value == ""
+    app.export_panel.button.click()
+    assert "data-metric" in app.export_panel.verified.value
+    app.model_panel.picker.value = "digits-cnn"
+    assert app.wait(30)
+    assert app.export_panel.verified.value == "" and app.export_panel.links.value == ""
