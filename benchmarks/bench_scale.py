@@ -163,7 +163,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         budget = 2.5 * r["float_bytes"] + r["activation_budget"]
         gb = 1 << 30
         lines.append(
-            f"| {r['model']} | {r['layers']} / {r['params'] / 1e6:.1f}M | {f:.2f} s | {r['session_s']:.1f} s ({r['session_s'] / f:.1f}×) "
+            f"| {r['model']} | {r['layers']} / {r['params'] / 1e6:.1f}M | {f * 1000:.1f} ms | {r['session_s']:.1f} s ({r['session_s'] / f:.1f}×) "
             f"| {first:.2f}× | {last:.2f}× {mark(last <= TARGETS['last'])} | {mean:.2f}× ({len(r['changes'])} layers) {mark(mean <= TARGETS['mean'])} "
             f"| {size_ms:.1f} ms {mark(size_ms <= TARGETS['size_ms'])} | {preset:.2f}× {slowest} {mark(preset <= TARGETS['preset'])} "
             f"| {r['export_s'] + r['verify_s']:.1f} s ({(r['export_s'] + r['verify_s']) / f:.1f}×) "
