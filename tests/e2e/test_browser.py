@@ -22,6 +22,12 @@ MEASURED = ".studio-panel-history .scatterlayer path.point[style*='154, 165, 177
 SEARCHED = ".studio-panel-history .scatterlayer path.point[style*='112, 72, 232']"
 RECOVERED = ".studio-panel-history .scatterlayer path.point[style*='47, 158, 68']"
 FRONT = ".studio-panel-history .scatterlayer path.point[style*='31, 111, 209']"
+ZOOM_ON_SEARCHED = """() => {
+    const gd = document.querySelector('.studio-panel-history .js-plotly-plot');
+    const xs = gd.data.filter((t) => t.name === 'search candidates').flatMap((t) => t.x);
+    const lo = Math.min(...xs), hi = Math.max(...xs), pad = Math.max(0.05, (hi - lo) * 0.1);
+    return window.Plotly.relayout(gd, {'xaxis.range': [lo - pad, hi + pad]});
+}"""
 CURVE_LOSS = ".studio-panel-recovery .scatterlayer path.point[style*='134, 142, 150']"
 CURVE_METRIC = ".studio-panel-recovery .scatterlayer path.point[style*='47, 158, 68']"
 
@@ -194,6 +200,10 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
     assert page.locator(FRONT).count() >= 2  # the front now holds searched plans
     # restore a searched point: the numbers shown are the engine's for that plan
     chosen_bytes = shown_bytes(page)
+    # the candidates lie within a few hundred bytes of each other: zoom History onto them so that
+    # each can be clicked on its own (the float model's point keeps the axis 100 KB wide)
+    page.evaluate(ZOOM_ON_SEARCHED)
+    page.wait_for_timeout(500)
     for i in range(page.locator(SEARCHED).count()):  # the chosen plan's own point lies under the star
         point = page.locator(SEARCHED).nth(i)
         point.scroll_into_view_if_needed()
