@@ -6,6 +6,7 @@ updated in place with ``batch_update``; everything else is HTML.
 
 from __future__ import annotations
 
+import time
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,37 @@ def sync_initial_state(fig: go.FigureWidget) -> None:
     a no-op), so live views are not drawn twice."""
     fig._widget_layout = deepcopy(fig._layout_obj._props)
     fig._widget_data = deepcopy(fig._data)
+
+
+def keep_views_current(fig: go.FigureWidget) -> go.FigureWidget:
+    """Send a figure's data again to a view that drew an old state.
+
+    A view clones the figure's state when it starts drawing, and an update that arrives
+    while Plotly draws it (plotly.js takes seconds to load on a new page) is lost: the view
+    shows the old data until the next update, which for the histogram may never come. When
+    it has drawn, a view reports the edit it drew (``_js2py_traceDeltas``); a view behind the
+    figure's last edit gets every trace's data and the layout parts that updates change
+    (titles, shapes), at most twice a second. Sizes are left alone: the view fits its panel.
+    """
+    last = [0.0]
+
+    def check(change: dict[str, Any]) -> None:
+        msg = change["new"]
+        if not msg or msg.get("trace_edit_id", 0) >= fig._last_trace_edit_id or time.monotonic() - last[0] < 0.5:
+            return
+        last[0] = time.monotonic()
+        names = sorted({k for trace in fig.data for k in trace._props if k not in ("type", "uid")})
+        restyle = {k: [deepcopy(trace._props.get(k)) for trace in fig.data] for k in names}
+        layout = fig.layout
+        relayout = {"title.text": layout.title.text, "xaxis.title.text": layout.xaxis.title.text, "shapes": deepcopy(fig._layout_obj._props.get("shapes", []))}
+        if "yaxis2" in fig._layout_obj._props:
+            relayout["yaxis2.visible"] = layout.yaxis2.visible
+        fig._send_update_msg(restyle_data=restyle, relayout_data=relayout, trace_indexes=list(range(len(fig.data))))
+
+    fig.observe(check, names="_js2py_traceDeltas")
+    return fig
+
+
 FONT = dict(size=15)
 
 
@@ -120,7 +152,7 @@ def histogram_figure() -> go.FigureWidget:
         xaxis=dict(title="weight value"),
         bargap=0,
     )
-    return fig
+    return keep_views_current(fig)
 
 
 def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
@@ -184,7 +216,7 @@ def history_figure() -> go.FigureWidget:
         legend=dict(orientation="h", y=-0.3),
         clickmode="event",
     )
-    return fig
+    return keep_views_current(fig)
 
 
 def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: int | None, axis: str = "size") -> None:
@@ -229,7 +261,7 @@ def training_figure() -> go.FigureWidget:
         yaxis=dict(title="loss"), yaxis2=dict(title="metric (%)", overlaying="y", side="right", showgrid=False),
         legend=dict(orientation="h", y=-0.35),
     )
-    return fig
+    return keep_views_current(fig)
 
 
 def update_training(fig: go.FigureWidget, epochs: list[Any], before: float | None) -> None:
