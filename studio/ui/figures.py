@@ -49,13 +49,16 @@ def keep_views_current(fig: go.FigureWidget) -> go.FigureWidget:
         if not msg or msg.get("trace_edit_id", 0) >= fig._last_trace_edit_id or time.monotonic() - last[0] < 0.5:
             return
         last[0] = time.monotonic()
-        names = sorted({k for trace in fig.data for k in trace._props if k not in ("type", "uid")})
-        restyle = {k: [deepcopy(trace._props.get(k)) for trace in fig.data] for k in names}
         layout = fig.layout
         relayout = {"title.text": layout.title.text, "xaxis.title.text": layout.xaxis.title.text, "shapes": deepcopy(fig._layout_obj._props.get("shapes", []))}
         if "yaxis2" in fig._layout_obj._props:
             relayout["yaxis2.visible"] = layout.yaxis2.visible
-        fig._send_update_msg(restyle_data=restyle, relayout_data=relayout, trace_indexes=list(range(len(fig.data))))
+        for i, trace in enumerate(fig.data):  # one trace at a time: a null value would reset an attribute
+            # trace[k] also finds values that the view's reports moved from _props to _prop_defaults
+            keys = (set(trace._props) | {"name", "x", "y"}) - {"type", "uid"}
+            values = {k: trace[k] for k in sorted(keys)}
+            restyle = {k: [v.to_plotly_json() if hasattr(v, "to_plotly_json") else deepcopy(v)] for k, v in values.items() if v is not None}
+            fig._send_update_msg(restyle_data=restyle, relayout_data=relayout if i == 0 else {}, trace_indexes=[i])
 
     fig.observe(check, names="_js2py_traceDeltas")
     return fig
