@@ -114,17 +114,14 @@ def child(name: str, quick: bool, device: str, n_layers: int) -> dict[str, Any]:
         seconds, _ = timed(lambda i=i: session.size(base.with_layer(names[i], bits=3)))
         sizes.append(seconds * 1000)
     log(f"size() after a one-layer change: median {statistics.median(sizes):.1f} ms, max {max(sizes):.1f} ms")
-    presets = {}
-    for preset in Plan.presets():
-        seconds, report = timed(lambda preset=preset: session.evaluate(Plan.preset(preset, session)))
-        t = report.timing
-        presets[preset] = seconds
-        log(f"preset {preset:18} {seconds:7.2f} s  (compress {t.compress_s:.2f} s, forward {t.forward_s:.2f} s, {t.mode}, ran {t.computed}/{t.calls})")
-    warm = {}  # each preset chosen again: calibration done, weights cached where the cache kept them
-    for preset in Plan.presets():
-        warm[preset], report = timed(lambda preset=preset: session.evaluate(Plan.preset(preset, session)))
-        t = report.timing
-        log(f"preset {preset:18} {warm[preset]:7.2f} s again (compress {t.compress_s:.2f} s, forward {t.forward_s:.2f} s, {t.mode}, ran {t.computed}/{t.calls})")
+    # each preset cold, then each chosen again (calibration done, weights cached where the cache kept them)
+    presets: dict[str, float] = {}
+    warm: dict[str, float] = {}
+    for times, when in ((presets, "first"), (warm, "again")):
+        for preset in Plan.presets():
+            times[preset], report = timed(lambda preset=preset: session.evaluate(Plan.preset(preset, session)))
+            t = report.timing
+            log(f"preset {preset:18} {times[preset]:7.2f} s {when:5} (compress {t.compress_s:.2f} s, forward {t.forward_s:.2f} s, {t.mode}, ran {t.computed}/{t.calls})")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.studio"
         export_s, _ = timed(lambda: session.export(base, path, format="studio"))
