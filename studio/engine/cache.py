@@ -1,7 +1,8 @@
 """The compressed-weight cache: each (layer, spec) is compressed once, within a real-byte budget.
 
-An entry's cost is the bytes it really holds (dequantized weights, codes, masks),
-not counting the float weights it refers to. The entries of the current plan are
+An entry's cost is the bytes it really holds (codes, scales, codebooks, masks, a
+16-bit layer's float16 weights), not counting the float weights it refers to: an entry
+holds the stored form only, and the dequantized weights are derived on use. The entries of the current plan are
 pinned and never evicted, so a model bigger than the budget still answers ``size``
 and ``evaluate`` for the current plan without recompressing anything.
 """
@@ -12,40 +13,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 
-import numpy as np
-import torch
-
 from .compress import CompressedWeight
 
 DEFAULT_BUDGET = 1 << 30
 
 
-def _storage_key(t: torch.Tensor | np.ndarray) -> tuple[int, int]:
-    if isinstance(t, np.ndarray):
-        return (t.__array_interface__["data"][0], t.nbytes)
-    return (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-
-
 def entry_bytes(result: CompressedWeight) -> int:
     """Bytes that ``result`` holds beyond the float weights it was made from."""
-    own = getattr(result, "nbytes", None)
-    if isinstance(own, int):
-        return own
-    seen = {_storage_key(result.float_view)}
-    total = 0
-    arrays: list[torch.Tensor | np.ndarray | None] = [result.dequant_view, result.keep, result.codes, result.codebook]
-    if result.uniform is not None:
-        arrays += [result.uniform.scale, result.uniform.zero_point]
-    if result.stream is not None:
-        arrays += [result.stream.symbols, result.stream.zero_symbol]
-    for array in arrays:
-        if array is None:
-            continue
-        key = _storage_key(array)
-        if key not in seen:
-            seen.add(key)
-            total += key[1]
-    return total
+    return result.nbytes
 
 
 Key = Hashable

@@ -72,7 +72,7 @@ class Calibrator:
     def _observe(self, prepared: PreparedModel, names: Iterable[str], phase: str,
                  stats: dict[tuple[str, str], ActStats] | None) -> dict[tuple[str, str], ActStats]:
         """One pass of the calibration set through a float copy, feeding ``phase`` of each stat."""
-        model = prepared.float_model().to(self.device)
+        model = prepared.float_model(shared=True).to(self.device)
         modules = {name: model.get_submodule(name) for name in names}
         if stats is None:
             stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}

@@ -65,8 +65,9 @@ class CompressedModel:
 
     # -- models ----------------------------------------------------------------------------
     def float_model(self) -> nn.Module:
-        """The folded architecture with float weights (e.g. to trace for ONNX)."""
-        return self.prepared.float_model()
+        """The folded architecture with float weights, to read only (e.g. to trace for ONNX):
+        it shares the user's tensors."""
+        return self.prepared.float_model(shared=True)
 
     def simulated_model(self) -> nn.Module:
         """A standalone module computing exactly what the studio evaluated for the plan."""
@@ -77,9 +78,12 @@ class CompressedModel:
 
     def model_from_state(self, state: Mapping[str, torch.Tensor], acts: Mapping[str, ActPair] | None = None) -> nn.Module:
         """The folded architecture with ``state`` loaded and activation quantizers installed."""
-        model = self.prepared.float_model()
+        model = self.prepared.float_model(shared=True)
+        current = model.state_dict()
+        # the state's tensors become the model's (assign): the shared float weights are never written
+        state = {k: v.to(current[k].dtype) if k in current else v for k, v in state.items()}
         try:
-            model.load_state_dict(dict(state), strict=True)
+            model.load_state_dict(state, strict=True, assign=not self.prepared.scripted)
         except RuntimeError as exc:
             raise StudioError(f"the weights do not fit this session's model ({str(exc)[:300]})") from exc
         for name, pair in (acts or {}).items():

@@ -7,6 +7,7 @@ zero-point, and a clustered layer that is pruned pins one shared value at 0.0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,42 +26,60 @@ T = TypeVar("T")
 
 @dataclass
 class CompressedWeight:
-    """The result of compressing one weight: tensors for the model, bytes for the report.
+    """The result of compressing one weight: what would be stored, and bytes for the report.
 
-    ``view`` tensors have shape (out_channels, fan_in): the channel axis first. Codes
-    are held in the smallest integer dtype (int8 or uint8 up to 8 bits), and so are
-    ``stream.symbols``, which share the codes' memory where they are equal (k-means
-    and asymmetric codes).
+    ``view`` tensors have shape (out_channels, fan_in): the channel axis first. A result
+    holds the stored form only: integer codes in the smallest integer dtype (int8 or
+    uint8 up to 8 bits) with their scales or codebook, 16-bit weights as float16, the
+    pruning mask. ``dequant_view`` (what the model computes with) is derived from them
+    on each use, so that a cache of results costs about a byte per weight, not five;
+    ``stream.symbols`` likewise, where they follow from the codes.
     """
 
     spec: LayerSpec
     float_view: torch.Tensor
-    dequant_view: torch.Tensor
     keep: torch.Tensor | None
     codes: torch.Tensor | None  # integer codes (channel view), None for float layers
     uniform: UniformParams | None
     codebook: torch.Tensor | None
     size: LayerSize
     sqnr_db: float | None
-    stream: StreamSpec | None = None  # what the stored codes are, for writers
+    stream_spec: StreamSpec | None = None  # symbols None where they follow from the uniform codes
+    half: torch.Tensor | None = None  # a 16-bit layer's weights as stored
+    held: torch.Tensor | None = None  # a dequantized view held as is (e.g. channels cut for ONNX); None: derived
+
+    @property
+    def dequant_view(self) -> torch.Tensor:
+        """The dequantized weights, float32 (channel view): exactly what the studio evaluates."""
+        if self.held is not None:
+            return self.held
+        return dequantize(self)
+
+    @property
+    def stream(self) -> StreamSpec | None:
+        """What the stored codes are, for writers (the symbols derived where not held)."""
+        spec = self.stream_spec
+        if spec is None or spec.symbols is not None or self.codes is None or self.uniform is None:
+            return spec
+        return dataclasses.replace(spec, symbols=code_symbols(self.codes, self.uniform.qmin))
 
     @property
     def nbytes(self) -> int:
-        """Bytes of every tensor and array this result holds, each storage counted once.
-
-        ``float_view`` is counted too: it is often the caller's own tensor, but the
-        result keeps it alive.
-        """
-        held: list[torch.Tensor | np.ndarray | None] = [self.float_view, self.dequant_view, self.keep, self.codes, self.codebook]
+        """Bytes of every tensor and array this result holds, each storage counted once,
+        the float weights it was made from (``float_view``, the session's own) excepted."""
+        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.half, self.keep, self.codes, self.codebook]
         if self.uniform is not None:
             held += [self.uniform.scale, self.uniform.zero_point]
-        if self.stream is not None:
-            held += [self.stream.symbols, self.stream.zero_symbol]
+        if self.stream_spec is not None:
+            held += [self.stream_spec.symbols, self.stream_spec.zero_symbol]
+        source = self.float_view.untyped_storage().data_ptr()
         storages: dict[tuple[str, int], int] = {}
         for item in held:
             if isinstance(item, torch.Tensor):
                 storage = item.untyped_storage()
                 key, size = ("torch", storage.data_ptr()), storage.nbytes()
+                if key[1] == source:
+                    continue
             elif isinstance(item, np.ndarray):
                 key, size = ("numpy", item.__array_interface__["data"][0]), item.nbytes
             else:
@@ -139,12 +158,14 @@ def compress_view(
     uniform = None
     codebook = None
 
+    half = None
     if spec.bits is None:
-        dequant = pruned.clone()
+        dequant = pruned  # derived again on use: the float weights, masked
         stream = StreamSpec(shape, width=float_width)
         scale_bytes = 0
     elif spec.bits == 16:
-        dequant = pruned.to(torch.float16).to(torch.float32)
+        half = pruned.to(torch.float16)
+        dequant = half.to(torch.float32)
         stream = StreamSpec(shape, width=16)
         scale_bytes = 0
     elif spec.cluster:
@@ -182,15 +203,30 @@ def compress_view(
 
     scale_bytes += extra_scale_bytes  # e.g. the activations' scales and zero-points
     size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)
+    if uniform is not None:
+        stream.symbols = None  # they follow from the codes (``CompressedWeight.stream``)
     return CompressedWeight(
         spec=spec,
         float_view=view,
-        dequant_view=dequant,
         keep=keep,
         codes=codes,
         uniform=uniform,
         codebook=codebook,
         size=size,
         sqnr_db=sqnr_db(view, dequant),
-        stream=stream,
+        stream_spec=stream,
+        half=half,
     )
+
+
+def dequantize(result: CompressedWeight) -> torch.Tensor:
+    """The float32 weights (channel view) that ``result``'s stored form decodes to."""
+    if result.half is not None:
+        return result.half.to(torch.float32)
+    codes = result.codes
+    if codes is not None and result.codebook is not None:
+        return shared_values(result.codebook, codes)
+    if codes is not None and result.uniform is not None:
+        rows = codes if result.spec.granularity == "channel" else codes.reshape(1, -1)
+        return dequantize_codes(rows, result.uniform).reshape(codes.shape)
+    return result.float_view if result.keep is None else result.float_view * result.keep

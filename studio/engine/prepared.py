@@ -201,8 +201,14 @@ class PreparedModel:
                 weight.copy_(from_channel_view(view, weight, self.info[name].channel_axis, True).to(weight.dtype))
         return model.eval()
 
-    def float_model(self) -> nn.Module:
-        """A CPU copy of the folded model with float weights and no studio wrappers."""
+    def float_model(self, shared: bool = False) -> nn.Module:
+        """A CPU copy of the folded model with float weights and no studio wrappers.
+
+        ``shared``: the copy's tensors are the user's own wherever no fold changed them (no
+        weight is copied), for passes that only read it; never train or edit such a copy.
+        """
+        if shared and not self.scripted and self.device == CPU and all(t.device == CPU for t in self.rest.values()):
+            return self._folded_copy(share=True).eval()
         return self.copy_with(self.float_views)
 
     def original_state(self) -> dict[str, torch.Tensor]:

@@ -79,7 +79,7 @@ def _slice_rows(result: CompressedWeight, keep: torch.Tensor) -> CompressedWeigh
         uniform = dataclasses.replace(uniform, scale=uniform.scale[keep], zero_point=uniform.zero_point[keep])
     return dataclasses.replace(
         result,
-        float_view=result.float_view[keep], dequant_view=result.dequant_view[keep],
+        float_view=result.float_view[keep], held=result.dequant_view[keep],
         keep=None if result.keep is None else result.keep[keep],
         codes=None if result.codes is None else result.codes[keep], uniform=uniform,
     )
@@ -93,7 +93,7 @@ def _slice_inputs(result: CompressedWeight, channels: int, keep: torch.Tensor) -
         return view.reshape(rows, channels, -1)[:, keep].reshape(rows, -1)
 
     return dataclasses.replace(
-        result, float_view=cut(result.float_view), dequant_view=cut(result.dequant_view),
+        result, float_view=cut(result.float_view), held=cut(result.dequant_view),
         keep=None if result.keep is None else cut(result.keep), codes=None if result.codes is None else cut(result.codes),
     )
 
