@@ -2,7 +2,8 @@
 
 Damage is the KL divergence from the float model's outputs to the outputs with that
 one layer compressed (averaged over the eval set). It is measured for the options the
-sensitivity table probed; for the others it is the Fisher proxy scaled to the layer's
+sensitivity table probed (a probe with float32 parameters stands for its float16 twin:
+rounding the scales to float16 moves a weight by at most 2**-11 of its range); for the others it is the Fisher proxy scaled to the layer's
 measured KLs. Then, for a few rounds, every option on a layer's lower convex hull of
 (bytes, damage) that is still an estimate is measured as a one-layer probe (from the
 last layer to the first, so each pass runs downstream only), because those are the
@@ -52,7 +53,9 @@ class OptionTable:
 
 def estimate(session: Any, table: SensitivityTable, options: OptionTable, fisher: FisherInfo, huffman: bool) -> None:
     """Measured KL where the table probed an option; the layer-scaled proxy elsewhere."""
-    measured = {(e.layer, e.spec): float(e.kl) for e in table.entries if e.kl is not None}
+    probed = {(e.layer, e.spec): float(e.kl) for e in table.entries if e.kl is not None}
+    measured = {(name, spec): kl for (name, probe), kl in probed.items() for spec in _twins(probe)}
+    measured.update(probed)
     proxies = [[_proxy(session, fisher, name, spec, huffman) for spec in options.options] for name in options.names]
     scales = []
     for name, row in zip(options.names, proxies):
@@ -76,6 +79,11 @@ def estimate(session: Any, table: SensitivityTable, options: OptionTable, fisher
                 known.append(False)
         options.damages.append(damages)
         options.measured.append(known)
+
+
+def _twins(spec: LayerSpec) -> tuple[LayerSpec, ...]:
+    """The spec with each parameter dtype."""
+    return tuple(spec.replace(param_dtype=d) for d in ("float32", "float16"))
 
 
 def _proxy(session: Any, fisher: FisherInfo, name: str, spec: LayerSpec, huffman: bool) -> float:
