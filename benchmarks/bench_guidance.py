@@ -132,16 +132,19 @@ def held_out_row(name: str, evaluations: int) -> dict:
     }
 
 
-def exhaustive_mlp() -> None:
-    """Every fc1 x fc2 choice (fc3 at 3-bit k-means) of at least 12.7x, evaluated: the best ratio within one point."""
+def exhaustive_mlp(param_dtype: str = "float32") -> None:
+    """Every fc1 x fc2 choice (fc3 at 3-bit k-means) of at least 12.7x, evaluated: the best ratio within one point.
+    ``param_dtype``: how every layer stores its scales, codebooks and biases."""
     sample = studio.load_sample("digits-mlp")
     session = studio.Session(sample.model, sample.eval_data)
     options = []
     for b in (2, 3, 4):
         for p in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8):
-            options.append(LayerSpec(bits=b, prune=p, cluster=True))
-            options += [LayerSpec(bits=b, prune=p, granularity=g, clip=c) for g in ("channel", "tensor") for c in ("minmax", "mse")]
-    base = Plan(default=LayerSpec(bits=3, cluster=True))
+            options.append(LayerSpec(bits=b, prune=p, cluster=True, param_dtype=param_dtype))
+            options += [
+                LayerSpec(bits=b, prune=p, granularity=g, clip=c, param_dtype=param_dtype) for g in ("channel", "tensor") for c in ("minmax", "mse")
+            ]
+    base = Plan(default=LayerSpec(bits=3, cluster=True, param_dtype=param_dtype))
     start = time.perf_counter()
     results = []
     for a, b in itertools.product(options, options):
@@ -150,7 +153,7 @@ def exhaustive_mlp() -> None:
             report = session.evaluate(plan)
             results.append((report.compression_ratio, -100 * report.delta, a.label(), b.label()))
     within = [r for r in results if r[1] <= 1.0 + 1e-9]
-    print(f"exhaustive digits-mlp: {len(results)} plans >= 12.7x evaluated in {time.perf_counter() - start:.0f} s")
+    print(f"exhaustive digits-mlp ({param_dtype} parameters): {len(results)} plans >= 12.7x evaluated in {time.perf_counter() - start:.0f} s")
     print(f"  largest ratio within 1 point: {max(within)[0]:.2f}x" if within else "  none within 1 point")
     at15 = [r for r in results if r[0] >= 15]
     print(f"  plans >= 15x: {len(at15)}; least drop among them: {min(r[1] for r in at15):.1f} points" if at15 else "  no plan >= 15x")
@@ -165,10 +168,11 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="digits-mlp, one repeat, a small search space (a smoke test)")
     parser.add_argument("--exhaustive", action="store_true", help="only the exhaustive digits-mlp check")
+    parser.add_argument("--param-dtype", default="float32", choices=("float32", "float16"), help="--exhaustive: how scales and biases are stored")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.exhaustive:
-        exhaustive_mlp()
+        exhaustive_mlp(args.param_dtype)
         return
     space = None
     if args.quick:

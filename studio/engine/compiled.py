@@ -1,8 +1,8 @@
 """A plan applied to a model, frozen: what every export format consumes.
 
 ``Session.compile(plan)`` returns a :class:`CompressedModel`: per layer the compressed
-weight (codes, scales or codebook, masks, dequantized values, byte counts), the bias
-and the activation parameters, plus the BatchNorm folds, the other tensors and example
+weight (codes, scales or codebook, masks, dequantized values, byte counts), the bias as
+stored (float16 under ``param_dtype="float16"``) and the activation parameters, plus the BatchNorm folds, the other tensors and example
 inputs. Writers and verifiers take it and never see the Session.
 
 It is not plain JSON data: its serialisation is the studio file format.
@@ -55,7 +55,7 @@ class CompressedModel:
     ) -> CompressedModel:
         names = [info.name for info in prepared.layers]
         return cls(
-            plan=plan, layers=tuple(prepared.layers), weights=weights, biases={n: prepared.layer_bias(n) for n in names},
+            plan=plan, layers=tuple(prepared.layers), weights=weights, biases={n: prepared.bias_for(n, plan.spec_for(n)) for n in names},
             acts=acts, folds=tuple(prepared.folds), bn_eps=dict(prepared.bn_eps), rest=dict(prepared.rest),
             example_inputs=example_inputs, input_mode=input_mode, prepared=prepared, output_fn=output_fn,
         )
@@ -71,7 +71,7 @@ class CompressedModel:
 
     def simulated_model(self) -> nn.Module:
         """A standalone module computing exactly what the studio evaluated for the plan."""
-        model = self.prepared.copy_with({name: w.dequant_view for name, w in self.weights.items()})
+        model = self.prepared.copy_with({name: w.dequant_view for name, w in self.weights.items()}, self.biases)
         for name, pair in self.acts.items():
             install_act_hooks(model.get_submodule(name), _constant(pair))
         return model
@@ -108,4 +108,18 @@ class CompressedModel:
                 bn_stats = {k[len(bn) + 1 :]: v for k, v in original.items() if k.startswith(bn + ".")}
                 weight = unfold_weight(weight, bn_stats, self.bn_eps[bn], state[key])
             state[key] = weight.contiguous()
+            self._stored_bias(state, info.name, bn)
         return state
+
+    def _stored_bias(self, state: dict[str, torch.Tensor], name: str, bn: str | None) -> None:
+        """Put a bias rounded to float16 into ``state``: the layer's own, or for a folded layer
+        the BatchNorm's shift moved so that folding gives the rounded bias again."""
+        stored, folded = self.biases.get(name), self.prepared.layer_bias(name)
+        if stored is None or folded is None or stored.dtype == folded.dtype:
+            return
+        key = weight_key(bn, "bias") if bn is not None else weight_key(name, "bias")
+        if key not in state:
+            return  # a BatchNorm without a shift: the file keeps the float bias
+        delta = stored.to(torch.float64) - folded.to(torch.float64) if bn is not None else None
+        value = stored.to(torch.float64) if delta is None else state[key].to(torch.float64) + delta
+        state[key] = value.to(state[key].dtype).contiguous()

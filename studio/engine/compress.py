@@ -17,6 +17,7 @@ import torch
 
 from .cluster import kmeans_1d, shared_values
 from .encode import LayerSize, StreamSpec, encode_size
+from .half import half_scales, half_values, param_width
 from .plan import LayerSpec
 from .prune import prune_mask
 from .quantize import UniformParams, choose_params, dequantize_codes, quantize_codes
@@ -157,6 +158,7 @@ def compress_view(
     codes = None
     uniform = None
     codebook = None
+    half = spec.param_dtype == "float16"  # scales and codebooks rounded to float16 before dequantizing
 
     half = None
     if spec.bits is None:
@@ -172,6 +174,7 @@ def compress_view(
         k = 2**spec.bits
         values = pruned[keep] if keep is not None else pruned.flatten()
         codebook, index = kmeans_1d(values, k, pin_zero=keep is not None)
+        codebook = half_values(codebook, "codebook value") if half else codebook
         if keep is not None:
             zero_code = int(torch.nonzero(codebook == 0)[0, 0])
             codes = torch.full(view.shape, zero_code, dtype=index.dtype)
@@ -181,11 +184,13 @@ def compress_view(
             codes = index.reshape(view.shape)
         dequant = shared_values(codebook, codes)
         stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_code))
-        scale_bytes = 4 * k
+        scale_bytes = param_width(spec.param_dtype) * k
     else:
         per_channel = spec.granularity == "channel"
         qview = pruned if per_channel else pruned.reshape(1, -1)
         uniform = choose_params(qview, spec.bits, spec.symmetric, spec.clip)
+        if half:
+            uniform = UniformParams(half_scales(uniform.scale), uniform.zero_point, uniform.qmin, uniform.qmax)
         qcodes = quantize_codes(qview, uniform)
         dequant = dequantize_codes(qcodes, uniform).reshape(view.shape)
         codes = qcodes.reshape(view.shape)
@@ -199,7 +204,7 @@ def compress_view(
             zero_symbol=zero_per_row - uniform.qmin,
         )
         n_scales = uniform.scale.numel()
-        scale_bytes = 4 * n_scales + (0 if spec.symmetric else n_scales)  # fp32 scales, int8 zero-points
+        scale_bytes = param_width(spec.param_dtype) * n_scales + (0 if spec.symmetric else n_scales)  # scales, int8 zero-points
 
     scale_bytes += extra_scale_bytes  # e.g. the activations' scales and zero-points
     size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)

@@ -15,6 +15,7 @@ from typing import Any
 
 from .activations import RANGE_METHODS
 from .errors import StudioError
+from .half import PARAM_DTYPES
 from .prune import PRUNERS, is_prune_method
 from .quantize import CLIP_METHODS
 
@@ -41,6 +42,8 @@ class LayerSpec:
     cluster:       weight sharing: k-means to 2**bits shared values instead of a grid.
     act_bits:      quantize the layer's input and output activations to 8 bits
                    (asymmetric uint8) or 16 bits (symmetric int16); None keeps them float.
+    param_dtype:   how the weight's scales (or codebook) and the layer's bias are stored:
+                   "float32", or "float16" (rounded before dequantizing; see ``half``).
     """
 
     bits: int | None = None
@@ -51,6 +54,7 @@ class LayerSpec:
     prune_method: str = "unstructured"
     cluster: bool = False
     act_bits: int | None = None
+    param_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         bits: Any = self.bits  # JSON and widgets may give floats
@@ -88,6 +92,11 @@ class LayerSpec:
             raise StudioError("cluster=True needs bits in 2..8 (the codebook has 2**bits entries)")
         if self.act_bits not in (None, 8, 16):
             raise StudioError(f"act_bits must be 8, 16 or None (float activations); got {self.act_bits!r}")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise StudioError(
+                f"param_dtype must be one of {list(PARAM_DTYPES)} (how scales, codebooks and biases are stored); "
+                f"got {self.param_dtype!r}"
+            )
 
     @property
     def is_float(self) -> bool:
@@ -119,6 +128,8 @@ class LayerSpec:
                 text += f" ({self.prune_method})"
         if self.act_bits:
             text += f", a{self.act_bits}"
+        if self.param_dtype == "float16":
+            text += ", fp16 params"
         return text
 
     def replace(self, **changes: Any) -> LayerSpec:

@@ -3,8 +3,9 @@
 The copy shares every tensor it does not change with the user's model, which is only
 ever read: BatchNorm folds produce new tensors, and each compressible layer gets its
 own ``Parameter`` whose ``data`` is pointed at the weights of the plan being evaluated
-(the float weights themselves for a layer left in float). So a session costs one
-extra copy of the weights at most: the dequantized weights of the current plan.
+(the float weights themselves for a layer left in float), and its own bias ``Parameter``
+(the user's bias, or its float16 rounding under ``param_dtype="float16"``). So a session
+costs one extra copy of the weights at most: the dequantized weights of the current plan.
 
 TorchScript modules cannot share storage that way; they are copied whole.
 """
@@ -23,6 +24,7 @@ from .bn import bn_state, find_bn_pairs, fold
 from .compress import CompressedWeight, compress_view
 from .data import describe_inputs
 from .errors import StudioError
+from .half import to_half
 from .layers import KINDS_BY_NAME, LayerInfo, find_layers, replace_module, tensor_attr, weight_of
 from .plan import LayerSpec
 from .quantize import channel_view, from_channel_view
@@ -84,6 +86,7 @@ class PreparedModel:
         folded = dict(self.folds)
         self.modules: dict[str, nn.Module] = {}
         self.float_views: dict[str, torch.Tensor] = {}
+        self.float_biases: dict[str, torch.Tensor] = {}  # the (folded) float bias of each layer that has one
         infos = []
         own_params: dict[int, nn.Parameter] = {}
         for name, module, kind in found:
@@ -95,8 +98,12 @@ class PreparedModel:
             if self.scripted and view.data_ptr() == weight.data_ptr():
                 view = view.clone()  # TorchScript weights are overwritten in place by every plan
             self.float_views[name] = view
+            if bias is not None:  # TorchScript biases are overwritten in place too
+                self.float_biases[name] = bias.detach().clone() if self.scripted else bias.detach()
             if not self.scripted:
                 own_params[id(weight)] = nn.Parameter(weight.detach(), requires_grad=False)
+                if bias is not None and isinstance(bias, nn.Parameter):
+                    own_params[id(bias)] = nn.Parameter(bias.detach(), requires_grad=False)
             infos.append(
                 LayerInfo(
                     name=name,
@@ -155,10 +162,11 @@ class PreparedModel:
 
     # -- weights -----------------------------------------------------------------------
     def load(self, weights: Mapping[str, CompressedWeight]) -> None:
-        """Point the working layers at ``weights`` (only those whose spec changed)."""
+        """Point the working layers at ``weights`` and their biases (only those whose spec changed)."""
         for name, result in weights.items():
             if self._loaded.get(name, self._float_spec) != result.spec:
                 self.set_weight(name, result.dequant_view)
+                self.set_bias(name, self.bias_for(name, result.spec))
                 self._loaded[name] = result.spec
 
     @torch.no_grad()
@@ -171,15 +179,38 @@ class PreparedModel:
         else:
             current.data = weight.to(self.device)
 
+    @torch.no_grad()
+    def set_bias(self, name: str, bias: torch.Tensor | None) -> None:
+        """Make the working layer ``name`` use ``bias`` (the plan's bias: float, or rounded to float16)."""
+        current = tensor_attr(self.modules[name], "bias")
+        if current is None or bias is None:
+            return
+        value = bias.to(current.dtype)
+        module = self.modules[name]
+        if self.scripted:
+            current.copy_(value)
+        elif isinstance(current, nn.Parameter):  # the working copy's own Parameter
+            current.data = value.to(self.device)
+        else:  # a buffer, maybe the user's own tensor: replace it, never write to it
+            module._buffers["bias"] = value.to(self.device)
+
     def layer_bias(self, name: str) -> torch.Tensor | None:
-        bias = tensor_attr(self.modules[name], "bias")
-        return None if bias is None else bias.detach()
+        """The layer's float bias (BatchNorm folded), or None."""
+        return self.float_biases.get(name)
+
+    def bias_for(self, name: str, spec: LayerSpec) -> torch.Tensor | None:
+        """The bias as ``spec`` stores it: the float bias, or (``param_dtype="float16"``) a float16
+        tensor of it rounded; a bias already two bytes a value is kept as it is."""
+        bias = self.float_biases.get(name)
+        if bias is None or spec.param_dtype != "float16" or bias.element_size() <= 2:
+            return bias
+        return to_half(bias, f"bias of layer '{name}'")
 
     def compress(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
         """Compress layer ``name``'s float weights by ``spec``, counting every byte it stores:
         its bias, and the scales and zero-points of its quantized activations."""
         info = self.info[name]
-        bias = self.layer_bias(name)
+        bias = self.bias_for(name, spec)
         other = bias.numel() * bias.element_size() if bias is not None else 0
         width = 8 * weight_of(self.modules[name]).element_size()
         extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
@@ -189,8 +220,9 @@ class PreparedModel:
         """The layer's weight and bias as the user's model stores them."""
         return self.info[name].params * weight_of(self.modules[name]).element_size()
 
-    def copy_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
-        """A new CPU module of the folded architecture with ``weights`` (channel views by layer)."""
+    def copy_with(self, weights: Mapping[str, torch.Tensor], biases: Mapping[str, torch.Tensor | None] | None = None) -> nn.Module:
+        """A new CPU module of the folded architecture with ``weights`` (channel views by layer)
+        and ``biases`` (by layer, where given)."""
         if self.scripted:
             model = copy.deepcopy(self.work).cpu()
         else:
@@ -199,6 +231,10 @@ class PreparedModel:
             for name, view in weights.items():
                 weight = weight_of(model.get_submodule(name))
                 weight.copy_(from_channel_view(view, weight, self.info[name].channel_axis, True).to(weight.dtype))
+            for name, bias in (biases or {}).items():
+                current = tensor_attr(model.get_submodule(name), "bias")
+                if current is not None and bias is not None:
+                    current.copy_(bias.to(current.dtype))
         return model.eval()
 
     def float_model(self, shared: bool = False) -> nn.Module:

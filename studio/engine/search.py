@@ -52,6 +52,7 @@ from .search_space import SearchSpace
 from .sensitivity import SensitivityTable, sensitivity
 
 DEFAULT_EVALUATIONS = 16
+MEASURE_ALL_MAX = 400  # at most this many options (layers x options) are all measured
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ def search(
     executor: Any = None,
     evaluations: int = DEFAULT_EVALUATIONS,
     strict: bool = False,
+    measure_all: bool | None = None,
 ) -> SearchResult:
     """The smallest plan within ``max_drop``, or the most accurate within ``target_size``, or
     the smallest meeting both.
@@ -239,6 +241,8 @@ def search(
                  (by default the measured drop must be, and "within noise" says when the
                  interval straddles the budget).
     executor:    passed to the sensitivity step (None runs here, in order).
+    measure_all: measure every option of every layer as a one-layer probe, not only those on
+                 the hulls; None: when there are at most ``MEASURE_ALL_MAX`` (small models).
     """
     clock = _Clock()
     budget = resolve_budget(target_size, max_drop, session.float_size_bytes, session.baseline_metric, strict)
@@ -267,7 +271,8 @@ def search(
     fisher = fisher_diagonal(session, seed=seed, progress=stages(2), cancel=cancel)
     estimate(session, table, options, fisher, space.huffman)
     clock.lap("proxy")
-    measure_hulls(session, options, space.huffman, progress=stages(3), cancel=cancel)
+    every = n * len(options.options) <= MEASURE_ALL_MAX if measure_all is None else bool(measure_all)
+    measure_hulls(session, options, space.huffman, progress=stages(3), cancel=cancel, every=every)
     clock.lap("hull")
 
     # 3. the knapsack front, 4. measured refinement

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import StudioError
+from .half import PARAM_DTYPES
 from .plan import GRANULARITIES, INT_BITS, MAX_PRUNE, LayerSpec
 from .quantize import CLIP_METHODS
 
@@ -19,6 +20,11 @@ class SearchSpace:
 
     k-means and clip methods other than minmax are tried only at ``fine_max_bits`` bits or
     fewer: they take the longest to compress and matter most at low bit widths.
+
+    ``param_dtype``: how a compressed option stores its scales, codebook and bias. float16
+    by default: it saves two bytes a value and its rounding costs nothing measurable, so
+    float32 twins of the same option would only be dominated; ("float32",) gives the
+    float32 parameters, both tries both. A layer left in float keeps its float32 bias.
     """
 
     bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
@@ -29,6 +35,7 @@ class SearchSpace:
     keep_float: bool = True
     huffman: bool = True
     fine_max_bits: int = 4
+    param_dtype: tuple[str, ...] = ("float16",)
 
     def __post_init__(self) -> None:
         bits = tuple(self.bits)
@@ -48,6 +55,9 @@ class SearchSpace:
                 raise StudioError(f"search space {name} must hold some of {list(valid)}; got {values!r}")
         if isinstance(self.fine_max_bits, bool) or not isinstance(self.fine_max_bits, int):
             raise StudioError(f"search space fine_max_bits must be an integer; got {self.fine_max_bits!r}")
+        if isinstance(self.param_dtype, str) or not self.param_dtype or any(d not in PARAM_DTYPES for d in self.param_dtype):
+            raise StudioError(f"search space param_dtype must hold some of {list(PARAM_DTYPES)}; got {self.param_dtype!r}")
+        object.__setattr__(self, "param_dtype", tuple(dict.fromkeys(self.param_dtype)))
         object.__setattr__(self, "bits", tuple(sorted(set(bits))))
         object.__setattr__(self, "prune", tuple(sorted(set(prune))))
         object.__setattr__(self, "cluster", tuple(sorted(set(cluster))))
@@ -58,15 +68,16 @@ class SearchSpace:
         out = [LayerSpec()] if self.keep_float else []
         for b in self.bits:
             for p in self.prune:
-                if b == 16:
-                    out.append(LayerSpec(bits=16, prune=p))
-                    continue
-                fine = b <= self.fine_max_bits
-                if True in self.cluster and (fine or False not in self.cluster):
-                    out.append(LayerSpec(bits=b, prune=p, cluster=True))
-                if False in self.cluster:
-                    clips = [c for c in self.clip if fine or c == "minmax"] or [self.clip[0]]
-                    out.extend(LayerSpec(bits=b, prune=p, granularity=g, clip=c) for g in self.granularity for c in clips)
+                for d in self.param_dtype:
+                    if b == 16:
+                        out.append(LayerSpec(bits=16, prune=p, param_dtype=d))
+                        continue
+                    fine = b <= self.fine_max_bits
+                    if True in self.cluster and (fine or False not in self.cluster):
+                        out.append(LayerSpec(bits=b, prune=p, cluster=True, param_dtype=d))
+                    if False in self.cluster:
+                        clips = [c for c in self.clip if fine or c == "minmax"] or [self.clip[0]]
+                        out.extend(LayerSpec(bits=b, prune=p, granularity=g, clip=c, param_dtype=d) for g in self.granularity for c in clips)
         if not out:
             raise StudioError("the search space holds no option: allow float or give bits")
         return out
@@ -79,19 +90,19 @@ class SearchSpace:
         return {
             "bits": list(self.bits), "prune": list(self.prune), "cluster": list(self.cluster),
             "granularity": list(self.granularity), "clip": list(self.clip), "keep_float": self.keep_float, "huffman": self.huffman,
-            "fine_max_bits": self.fine_max_bits,
+            "fine_max_bits": self.fine_max_bits, "param_dtype": list(self.param_dtype),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
-        fields = ("bits", "prune", "cluster", "granularity", "clip", "keep_float", "huffman", "fine_max_bits")
+        fields = ("bits", "prune", "cluster", "granularity", "clip", "keep_float", "huffman", "fine_max_bits", "param_dtype")
         if not isinstance(data, Mapping):
             raise StudioError(f"a search space must be a dict; got {type(data).__name__}")
         unknown = set(data) - set(fields)
         if unknown:
             raise StudioError(f"unknown search space key(s) {sorted(unknown)}; valid: {list(fields)}")
         data = dict(data)
-        for key in fields[:5]:
+        for key in fields[:5] + ("param_dtype",):
             if key in data:
                 if isinstance(data[key], (str, bytes)) or not isinstance(data[key], Iterable):
                     raise StudioError(f"search space {key} must be a list; got {data[key]!r}")

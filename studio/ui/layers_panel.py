@@ -169,6 +169,9 @@ class LayersPanel:
         self.prune_method = W.Dropdown(options=PRUNERS.names() + PRUNE_PATTERNS, value="unstructured", description="prune method", style=LABEL)
         self.prune_method.add_class("studio-prune-method")
         self.prune_method.observe(lambda ch: self._shared(lambda: self.state.set_all(prune_method=ch["new"])), names="value")
+        self.half_params = W.Checkbox(value=False, description="float16 scales & biases", indent=False)
+        self.half_params.add_class("studio-half-params")
+        self.half_params.observe(lambda ch: self._shared(lambda: self.state.set_all(param_dtype="float16" if ch["new"] else "float32")), names="value")
         self.reset = W.Button(description="Reset", tooltip="every layer back to float")
         self.undo = W.Button(description="Undo")
         self.redo = W.Button(description="Redo")
@@ -182,7 +185,7 @@ class LayersPanel:
             [
                 W.HTML(f"<h3>Layers</h3><div class='studio-hint'>{self.HINT}</div>"),
                 W.HBox([self.all_bits, self.all_prune, self.all_mode]),
-                W.HBox([self.preset, self.acts, self.calibration, self.prune_method], layout=W.Layout(flex_flow="row wrap")),
+                W.HBox([self.preset, self.acts, self.calibration, self.prune_method, self.half_params], layout=W.Layout(flex_flow="row wrap")),
                 W.HBox([self.reset, self.undo, self.redo]),
                 header,
                 self.rows_box,
@@ -253,6 +256,7 @@ class LayersPanel:
         try:
             self.acts.value = plan.default.act_bits or 0
             self.calibration.value = plan.calibration
+            self.half_params.value = plan.default.param_dtype == "float16"
             if plan.default.prune_method in self.prune_method.options:
                 self.prune_method.value = plan.default.prune_method
         finally:

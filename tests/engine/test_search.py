@@ -202,7 +202,7 @@ def test_every_result_round_trips_through_json(mlp_drop):
 
 
 def test_the_space_lists_its_options():
-    space = SearchSpace(bits=(2, 8), prune=(0.0,), granularity=("channel",), clip=("minmax", "mse"), fine_max_bits=4)
+    space = SearchSpace(bits=(2, 8), prune=(0.0,), granularity=("channel",), clip=("minmax", "mse"), fine_max_bits=4, param_dtype=("float32",))
     assert space.options() == [
         LayerSpec(),
         LayerSpec(bits=2, cluster=True),
@@ -210,7 +210,8 @@ def test_the_space_lists_its_options():
         LayerSpec(bits=2, clip="mse"),
         LayerSpec(bits=8),  # no k-means and no mse above fine_max_bits
     ]
-    assert SearchSpace(cluster=(True,), bits=(8,), prune=(0.0,), keep_float=False).options() == [LayerSpec(bits=8, cluster=True)]
+    half = LayerSpec(bits=8, cluster=True, param_dtype="float16")  # float16 scales and biases by default
+    assert SearchSpace(cluster=(True,), bits=(8,), prune=(0.0,), keep_float=False).options() == [half]
 
 
 def test_the_knapsack_front_is_the_least_damage_for_every_budget():

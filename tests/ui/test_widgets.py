@@ -213,6 +213,12 @@ def test_presets_and_activation_controls(app):
     assert state.plan.default.act_bits == 16
     panel.undo.click()
     assert state.plan.default.act_bits == 8 and panel.acts.value == 8
+    before = state.size_report.size_bytes
+    panel.half_params.value = True  # float16 scales and biases for every layer: two bytes a value fewer
+    assert all(spec.param_dtype == "float16" for spec in [state.plan.default, *state.plan.layers.values()])
+    assert state.size_report.size_bytes < before
+    panel.undo.click()
+    assert state.plan.default.param_dtype == "float32" and not panel.half_params.value
 
 
 @pytest.mark.parametrize("fmt", ["studio", "onnx", "torch"])

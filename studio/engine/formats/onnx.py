@@ -8,6 +8,8 @@ exporter, which keeps parameter names as initializer names. Then, per layer:
 - float16 weights become a float16 initializer and a Cast;
 - k-means (clustered) weights have no QDQ form and stay float32, holding exactly the
   shared values; float layers stay float32;
+- float16 scales and biases (``param_dtype="float16"``) are stored as float32 initializers
+  holding the float16 values, so ONNX Runtime computes what the studio evaluates;
 - quantized activations get a QuantizeLinear -> DequantizeLinear pair on the layer's
   input (for that layer only) and on its output (for every consumer), as the studio's
   hooks do.
@@ -243,7 +245,10 @@ def export_onnx(compiled: CompressedModel, float_onnx: Any = None) -> bytes:
         SESSION_CONFIG_KEY,
         set_metadata,
     )
+    from .onnx_weights import set_biases
+
     model = float_onnx if float_onnx is not None else export_float(compiled)
+    set_biases(model, compiled.biases)  # float16-rounded biases, as float32 values
     graph = _Graph(model.graph)
     results, acts, plan = compiled.weights, compiled.acts, compiled.plan
     traced = [info for info in compiled.layers if weight_key(info.name) in graph.inits]
@@ -274,8 +279,11 @@ def export_onnx_fast(compiled: CompressedModel, float_onnx: Any = None) -> bytes
     import onnx
 
     from .onnx_integer import build_fast
+    from .onnx_weights import set_biases
 
-    model, _ = build_fast(float_onnx if float_onnx is not None else export_float(compiled), compiled.layers, compiled.weights, compiled.acts, plan_metadata(compiled.plan))
+    model = float_onnx if float_onnx is not None else export_float(compiled)
+    set_biases(model, compiled.biases)
+    model, _ = build_fast(model, compiled.layers, compiled.weights, compiled.acts, plan_metadata(compiled.plan))
     data: bytes = model.SerializeToString()
     del model  # BERT-base: one copy of the graph at a time
     onnx.checker.check_model(data)

@@ -11,6 +11,7 @@ on): the model then runs float kernels at float speed, on exactly the studio's w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,3 +136,17 @@ def integer_kernel_scales(result: CompressedWeight, bias: np.ndarray | None, inp
     fine = np.where(magnitude > 0, magnitude / (float(input_scale) * 2.0**24), 1.0).astype(np.float32)
     scale[zero] = fine[zero]
     return scale
+
+
+def set_biases(model: Any, biases: Mapping[str, torch.Tensor | None]) -> None:
+    """Give a traced float ONNX model the biases a plan stores: float16-rounded biases
+    (``param_dtype="float16"``) replace the float ones, at the initializer's own dtype."""
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    for name, bias in biases.items():
+        key = f"{name}.bias" if name else "bias"
+        if bias is None or bias.dtype != torch.float16 or key not in inits:
+            continue
+        dtype = numpy_helper.to_array(inits[key]).dtype
+        inits[key].CopyFrom(numpy_helper.from_array(bias.to(torch.float32).numpy().astype(dtype), key))

@@ -7,11 +7,12 @@ dtypes), then the payload. Per layer the payload holds, in order:
 - codes:  bit-packed codes, or a canonical Huffman table (one length byte per symbol),
           a block table (two bytes per 4096 codes after the first 4096) and the coded
           bits (see ``huffman``); raw float16/float32 values for float layers;
-- scales: float32 scales and uint8 zero-points, or the float32 codebook; then the
-          activations' float32 scales and zero-points (uint8, or int16 for 16 bits);
+- scales: float32 scales and uint8 zero-points, or the float32 codebook (float16 scales
+          or codebook under ``param_dtype="float16"``); then the activations' float32
+          scales and zero-points (uint8, or int16 for 16 bits);
 - index:  nothing (dense), a bitmask, a channel mask, or a relative index of r-bit
           gaps (packed or Huffman-coded);
-- other:  the bias at its own dtype.
+- other:  the bias at its own dtype (float16 under ``param_dtype="float16"``).
 Then every other tensor of the model (folded BatchNorm gone) at its own dtype.
 The report's ``container_bytes`` is the magic, length and header, so a file's size
 equals ``report.size_bytes``.
@@ -114,12 +115,13 @@ def _relative_index(encoding: str) -> tuple[int, bool]:
 def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQParams | None] | None, kind: LayerKind) -> bytes:
     out = b""
     spec = result.spec
+    param = _param_dtype(spec)
     if result.uniform is not None:
-        out += result.uniform.scale.numpy().astype(np.float32).tobytes()
+        out += result.uniform.scale.numpy().astype(param).tobytes()
         if not spec.symmetric:
             out += result.uniform.zero_point.numpy().astype(np.uint8).tobytes()
     elif result.codebook is not None:
-        out += result.codebook.numpy().astype(np.float32).tobytes()
+        out += result.codebook.numpy().astype(param).tobytes()
     if spec.act_bits and acts is not None:
         for i, q in enumerate(acts):
             if i == 0 and not kind.float_input:
@@ -129,6 +131,11 @@ def _scales_blob(result: CompressedWeight, acts: tuple[ActQParams | None, ActQPa
             out += np.float32(q.scale).tobytes()
             out += (np.uint8 if spec.act_bits == 8 else np.int16)(q.zero_point).tobytes()
     return out
+
+
+def _param_dtype(spec: LayerSpec) -> type[np.floating]:
+    """How scales, codebooks and biases are stored."""
+    return np.float16 if spec.param_dtype == "float16" else np.float32
 
 
 def write(compiled: CompressedModel) -> bytes:
@@ -209,7 +216,8 @@ def read(data: bytes) -> Decoded:
         moved = [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
         state[weight_key(name)] = view.reshape(moved).movedim(0, axis).contiguous()
         if other_b:
-            state[weight_key(name, "bias")] = torch.from_numpy(np.frombuffer(other_b, dtype=np.float32).copy())
+            bias = np.frombuffer(other_b, dtype=_param_dtype(spec)).astype(np.float32)
+            state[weight_key(name, "bias")] = torch.from_numpy(bias)
         if act_pair is not None:
             acts[name] = act_pair
         if one:
@@ -240,16 +248,18 @@ def _decode_layer(
             qmin, qmax = (-(2 ** (spec.bits - 1) - 1), 2 ** (spec.bits - 1) - 1) if spec.symmetric else (0, 2**spec.bits - 1)
             alphabet = qmax - qmin + 1
         symbols = huffman_decode(codes_b, alphabet, entries) if codes_enc == "huffman" else unpack(codes_b, spec.bits, entries)
+        param = _param_dtype(spec)
+        width = np.dtype(param).itemsize
         if spec.cluster:
-            codebook = torch.from_numpy(np.frombuffer(scales_b[: 4 * alphabet], dtype=np.float32).copy())
-            offset = 4 * alphabet
+            codebook = torch.from_numpy(np.frombuffer(scales_b[: width * alphabet], dtype=param).astype(np.float32))
+            offset = width * alphabet
             zero = int(torch.nonzero(codebook == 0)[0, 0]) if bool((codebook == 0).any()) else 0
             table = codebook.numpy().reshape(1, alphabet)  # value of each symbol
             zero_rows = np.full(rows, zero)
         else:
             n_scales = rows if spec.granularity == "channel" else 1
-            scale = torch.from_numpy(np.frombuffer(scales_b[: 4 * n_scales], dtype=np.float32).copy())
-            offset = 4 * n_scales
+            scale = torch.from_numpy(np.frombuffer(scales_b[: width * n_scales], dtype=param).astype(np.float32))
+            offset = width * n_scales
             if spec.symmetric:
                 zp = torch.zeros(n_scales, dtype=torch.int64)
             else:
