@@ -46,7 +46,7 @@ class CompressedWeight:
     size: LayerSize
     sqnr_db: float | None
     stream_spec: StreamSpec | None = None  # symbols None where they follow from the uniform codes
-    half: torch.Tensor | None = None  # a 16-bit layer's weights as stored
+    weights16: torch.Tensor | None = None  # a 16-bit layer's weights as stored (float16)
     held: torch.Tensor | None = None  # a dequantized view held as is (e.g. channels cut for ONNX); None: derived
 
     @property
@@ -68,7 +68,7 @@ class CompressedWeight:
     def nbytes(self) -> int:
         """Bytes of every tensor and array this result holds, each storage counted once,
         the float weights it was made from (``float_view``, the session's own) excepted."""
-        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.half, self.keep, self.codes, self.codebook]
+        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.weights16, self.keep, self.codes, self.codebook]
         if self.uniform is not None:
             held += [self.uniform.scale, self.uniform.zero_point]
         if self.stream_spec is not None:
@@ -160,14 +160,14 @@ def compress_view(
     codebook = None
     half = spec.param_dtype == "float16"  # scales and codebooks rounded to float16 before dequantizing
 
-    half = None
+    weights16 = None
     if spec.bits is None:
         dequant = pruned  # derived again on use: the float weights, masked
         stream = StreamSpec(shape, width=float_width)
         scale_bytes = 0
     elif spec.bits == 16:
-        half = pruned.to(torch.float16)
-        dequant = half.to(torch.float32)
+        weights16 = pruned.to(torch.float16)
+        dequant = weights16.to(torch.float32)
         stream = StreamSpec(shape, width=16)
         scale_bytes = 0
     elif spec.cluster:
@@ -220,14 +220,14 @@ def compress_view(
         size=size,
         sqnr_db=sqnr_db(view, dequant),
         stream_spec=stream,
-        half=half,
+        weights16=weights16,
     )
 
 
 def dequantize(result: CompressedWeight) -> torch.Tensor:
     """The float32 weights (channel view) that ``result``'s stored form decodes to."""
-    if result.half is not None:
-        return result.half.to(torch.float32)
+    if result.weights16 is not None:
+        return result.weights16.to(torch.float32)
     codes = result.codes
     if codes is not None and result.codebook is not None:
         return shared_values(result.codebook, codes)
