@@ -217,7 +217,9 @@ class _StackedPass(_BatchPass):
     def _tiled(self, entry: Entry, i: int) -> Any:
         flags = self.major[i] if i < len(self.major) else None
         if flags is None or len(flags) != len(entry.leaves):
-            raise Unstackable(f"module call {i} returns a tensor whose batch is not dim 0", model_wide=True)
+            module = self.runner._modules[self.prev.mods[i]] if self.prev is not None else None
+            name = next((n for n, m in self.runner.model.named_modules() if m is module), str(i))
+            raise Unstackable(f"it needs the output of {name}, whose batch is not in dim 0")
         it = iter(flags)
         s = len(self.loads)
         copied = entry.copied
