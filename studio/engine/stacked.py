@@ -190,6 +190,7 @@ class _StackedPass(_BatchPass):
         self.layer_mods = layer_mods
         self.loads = loads
         self.n = n
+        self.load_s = 0.0  # pointing the layer at each setting's weights (outside the forward time, as in evaluate)
 
     def call(self, idx: int, fwd: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.cancel is not None and self.cancel():
@@ -231,7 +232,9 @@ class _StackedPass(_BatchPass):
             raise Unstackable("its input does not have the batch in dim 0")
         start, outs = self.counter, []
         for k, load in enumerate(self.loads):
+            start_load = time.perf_counter()
             load()
+            self.load_s += time.perf_counter() - start_load
             self.counter = start  # calls nested in the layer's are numbered alike for every setting
 
             def part(v: Any, k: int = k) -> Any:
@@ -284,6 +287,7 @@ def run_stacked(session: Any, base: Plan, layer: str, plans: Sequence[Plan], can
     configs = m.configs(plans[0], acts[0])
     outputs: list[list[torch.Tensor]] = [[] for _ in plans]
     calls = computed = 0
+    load_s = 0.0
     with m.lock:
         check(cancel)
         m.prepared.load(base_weights)
@@ -304,6 +308,7 @@ def run_stacked(session: Any, base: Plan, layer: str, plans: Sequence[Plan], can
                 outputs[k].append(out[k * n : (k + 1) * n])
             calls += len(run.prev.mods) if run.prev is not None else run.counter
             computed += run.computed
-        forward_s = time.perf_counter() - start
+            load_s += run.load_s
+        forward_s = time.perf_counter() - start - load_s
     return StackedRun(outputs, calls, computed, forward_s)
 
