@@ -8,14 +8,13 @@ slice of its input, with that setting's weights, and everything downstream runs 
 the S-times-larger batch. The scored output is split back into S chunks, one per probe.
 So the module calls downstream of a layer run once for all its settings, not once each.
 
-This relies on the model treating each sample on its own (true of eval-mode models), and
-on the batch being dim 0 of what its calls return. A survey, two passes of 2 and 3 copies
-of one sample, run once per session, tells which call outputs carry the batch in dim 0
-(tiled) and which do not depend on it (handed back as they are); where neither holds,
-where the module calls depend on the batch size, or the model quantizes activations
-dynamically (ranges over the whole batch), a layer's probes run one at a time, and the
-reason is recorded (``Unstackable``). Nothing a stacked pass computes is kept: the
-runner's kept outputs and records are left as they were.
+This relies on the model treating each sample on its own (true of eval-mode models). A
+survey (passes of 2 and 3 copies of one sample, once per session) tells which call outputs
+carry the batch in dim 0 (tiled) and which do not depend on it (handed back as they are).
+Where neither holds, where the module calls depend on the batch size, or the model
+quantizes activations dynamically (ranges over the whole batch), probes run one at a time
+and the reason is recorded (``Unstackable``). A stacked pass keeps nothing: the runner's
+kept outputs and records are left as they were.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 
 from .data import Inputs, batch_len, call_model, slice_inputs, to_device
-from .kept import Entry
+from .kept import Entry, _leaves
 from .plan import Plan
 from .progress import CancelFn, Cancelled, check
 from .replay import IncrementalRunner, _BatchPass
@@ -73,20 +72,9 @@ def _map_leaves(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
             for key, v in value.items():
                 out[key] = _map_leaves(v, fn)  # type: ignore[index]
         except TypeError as exc:
-            raise Unstackable(f"a module returns a {type(value).__name__} that cannot be rebuilt", model_wide=True) from exc
+            raise Unstackable(f"a module returns a {type(value).__name__} that cannot be rebuilt") from exc
         return out
     return value
-
-
-def _leaf_list(value: Any) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
-
-    def add(t: torch.Tensor) -> torch.Tensor:
-        out.append(t)
-        return t
-
-    _map_leaves(value, add)
-    return out
 
 
 def tile(inputs: Inputs, times: int) -> Inputs:
@@ -115,8 +103,9 @@ class _Recorder(_BatchPass):
         self.mods.append(idx)
         self.shapes.append(None)
         out = self.runner._invoke(idx, fwd, args, kwargs)
-        leaves = _leaf_list(out)
-        self.shapes[i] = [(tuple(t.shape), t.element_size()) for t in leaves]
+        leaves: list[torch.Tensor] = []
+        if _leaves(out, leaves):  # what the runner can keep, in the order it keeps it
+            self.shapes[i] = [(tuple(t.shape), t.element_size()) for t in leaves]
         return out
 
 
@@ -151,11 +140,9 @@ def survey(runner: IncrementalRunner, input_mode: str) -> Survey:
 def _survey(runner: IncrementalRunner, input_mode: str) -> Survey:
     if not runner.enabled:
         return Survey([], 0, runner.reason)
-    dynamic = [name for name, mod in runner.model.named_modules() if ".quantized.dynamic" in type(mod).__module__]
-    if dynamic:
-        return Survey([], 0, f"the model quantizes activations dynamically over the whole batch ({dynamic[0]})")
-    trace = runner._traces[0]
-    if trace is None:
+    if any(".quantized.dynamic" in type(mod).__module__ for mod in runner.model.modules()):
+        return Survey([], 0, "the model quantizes activations dynamically, over the whole batch")
+    if (trace := runner._traces[0]) is None:
         return Survey([], 0, "the model has not run yet")
     one = slice_inputs(runner.batches[0][0], 0, 1)
     shapes = []
