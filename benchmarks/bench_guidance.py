@@ -2,9 +2,13 @@
 
 For each sample model prints three tables:
 
-1. sensitivity cost, every layer x 5 bit widths (2, 3, 4, 6, 8), one layer changed per probe:
+1. sensitivity cost, every layer x 5 bit widths (2, 3, 4, 6, 8), one layer changed per probe,
+   for each path: ``stacked`` (the default: a layer's settings share one pass, stacked along
+   the batch, see studio/engine/stacked.py) and ``alone`` (``stack_bytes=0``: a pass per probe):
    - probes:        layers x 5;
    - calls:         module calls the probes ran, in full passes (a full pass runs every call);
+                    a stacked pass's calls count once for all its probes (the probed layer's
+                    once per setting), however large its batch;
    - forward:       the probes' time running the model, in full forward passes (the forward
                     time of ``session.evaluate`` of a plan that changes the first layer);
    - wall:          the whole sensitivity call (compression, scoring and the base included) in
@@ -44,6 +48,7 @@ from studio.engine import LayerSpec, Plan  # noqa: E402
 from studio.engine.search import search  # noqa: E402
 from studio.engine.search_space import SearchSpace  # noqa: E402
 from studio.engine.sensitivity import rank_agreement, sensitivity  # noqa: E402
+from studio.engine.stacked import STACK_BYTES  # noqa: E402
 
 BITS = (2, 3, 4, 6, 8)
 QUICK_SPACE = SearchSpace(bits=(2, 3, 4, 8), prune=(0.0, 0.5), granularity=("channel", "tensor"), clip=("minmax",))
@@ -63,13 +68,13 @@ def full_evaluation_s(session: studio.Session, repeats: int) -> tuple[float, flo
     return min(times[1:]), min(forwards[1:])
 
 
-def cost_row(name: str, repeats: int) -> dict:
+def cost_row(name: str, repeats: int, stack_bytes: int = STACK_BYTES) -> dict:
     sample = studio.load_sample(name)
     walls, calls, forwards, units = [], [], [], []
     for _ in range(repeats):
         session = studio.Session(sample.model, sample.eval_data)
         start = time.perf_counter()
-        table = sensitivity(session, bits=BITS, prune=())
+        table = sensitivity(session, bits=BITS, prune=(), stack_bytes=stack_bytes)
         walls.append(time.perf_counter() - start)
         calls.append(table.forward_passes)
         forwards.append(table.forward_seconds)
@@ -77,7 +82,7 @@ def cost_row(name: str, repeats: int) -> dict:
     probes = len(table.entries)
     full, forward = min(u[0] for u in units), min(u[1] for u in units)
     return {
-        "sample": name, "layers": len(table.layers), "probes": probes, "calls": statistics.median(calls),
+        "sample": name, "path": "stacked" if stack_bytes else "alone", "layers": len(table.layers), "probes": probes, "calls": statistics.median(calls),
         "forward": min(forwards) / forward, "wall": min(walls) / full, "limit": 0.5 * probes,
         "seconds": min(walls), "full_ms": full * 1000,
     }
@@ -179,14 +184,15 @@ def main() -> None:
         args.samples, args.repeats, args.evaluations, space = ["digits-mlp"], 1, 6, QUICK_SPACE
 
     print("sensitivity cost, every layer x 5 bit widths (full passes; limit 0.5 x probes)")
-    print(f"{'sample':<14} {'layers':>6} {'probes':>6} {'calls':>7} {'forward':>8} {'wall':>7} {'limit':>6} {'ok':>4} {'seconds':>8} {'full ms':>8}")
+    print(f"{'sample':<14} {'path':<8} {'layers':>6} {'probes':>6} {'calls':>7} {'forward':>8} {'wall':>7} {'limit':>6} {'ok':>4} {'seconds':>8} {'full ms':>8}")
     for name in args.samples:
-        r = cost_row(name, args.repeats)
-        ok = "ok" if max(r["calls"], r["forward"]) <= r["limit"] else "over"
-        print(
-            f"{name:<14} {r['layers']:>6} {r['probes']:>6} {r['calls']:>7.1f} {r['forward']:>8.1f} {r['wall']:>7.1f} {r['limit']:>6.1f} {ok:>4} "
-            f"{r['seconds']:>8.2f} {r['full_ms']:>8.1f}"
-        )
+        for stack_bytes in (STACK_BYTES, 0):
+            r = cost_row(name, args.repeats, stack_bytes)
+            ok = "ok" if max(r["calls"], r["forward"]) <= r["limit"] else "over"
+            print(
+                f"{name:<14} {r['path']:<8} {r['layers']:>6} {r['probes']:>6} {r['calls']:>7.1f} {r['forward']:>8.1f} {r['wall']:>7.1f} {r['limit']:>6.1f} "
+                f"{ok:>4} {r['seconds']:>8.2f} {r['full_ms']:>8.1f}"
+            )
 
     print("\nproxy agreement with the measured table (Spearman)")
     print(f"{'sample':<14} {'layers':>7} {'entries':>8} {'measured s':>11} {'proxy s':>8}  most sensitive (measured / proxy)")

@@ -3,7 +3,7 @@
 The layers are split into chunks, one per worker, balanced by how much of the model
 lies downstream of each layer (what its probes re-run). Each worker builds its own
 session from the model and the eval data once (a :class:`SessionRecipe`), then runs
-its chunk from the last layer to the first, incrementally, like the local path.
+its chunk from the last layer to the first, incrementally and stacked, like the local path.
 The entries come back as plain dicts, so any executor that pickles will do.
 """
 
@@ -22,6 +22,7 @@ from .plan import Plan
 from .progress import CancelFn, Cancelled, ProgressFn, report
 from .recipe import SessionRecipe
 from .sensitivity import SensitivityEntry, Setting, measure_layers
+from .stacked import STACK_BYTES
 
 POLL_S = 0.05
 
@@ -41,14 +42,18 @@ def chunk_layers(layers: Sequence[str], order: Sequence[str], n: int) -> list[li
     return [sorted(c, key=order.index) for c in chunks if c]
 
 
-def _measure_chunk(recipe: SessionRecipe, base: dict[str, Any], layers: list[str], settings: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+def _measure_chunk(
+    recipe: SessionRecipe, base: dict[str, Any], layers: list[str], settings: list[dict[str, Any]], threads: int, stack_bytes: int = STACK_BYTES
+) -> dict[str, Any]:
     """A worker: build the session once, run its chunk incrementally."""
     if threads > 0:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     session = recipe.build()
     built = time.perf_counter() - start
-    metric, size, entries, forward_s = measure_layers(session, Plan.from_dict(base), layers, [Setting.from_dict(s) for s in settings])
+    metric, size, entries, forward_s = measure_layers(
+        session, Plan.from_dict(base), layers, [Setting.from_dict(s) for s in settings], stack_bytes=stack_bytes
+    )
     return {
         "base_metric": metric, "base_size": size, "entries": [e.to_dict() for e in entries], "forward_s": forward_s,
         "build_s": built, "seconds": time.perf_counter() - start, "pid": os.getpid(),
@@ -81,6 +86,7 @@ def measure_distributed(
     executor: Any,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    stack_bytes: int = STACK_BYTES,
 ) -> tuple[float, int, list[SensitivityEntry], float]:
     """``measure_layers`` fanned out over ``executor`` (a concurrent.futures.Executor or "ray")."""
     if executor != "ray" and not isinstance(executor, cf.Executor):
@@ -99,7 +105,7 @@ def measure_distributed(
     if ray is not None:
         remote = ray.remote(num_cpus=1)(_measure_chunk)
         shared = ray.put(recipe)
-        refs = {remote.remote(shared, args[0], chunk, args[1], 1): chunk for chunk in chunks}
+        refs = {remote.remote(shared, args[0], chunk, args[1], 1, stack_bytes): chunk for chunk in chunks}
         pending = list(refs)
         try:
             while pending:
@@ -116,7 +122,7 @@ def measure_distributed(
             raise
     else:
         threads = max(1, (os.cpu_count() or 1) // len(chunks)) if isinstance(executor, cf.ProcessPoolExecutor) else 0
-        futures = {executor.submit(_measure_chunk, recipe, args[0], chunk, args[1], threads): chunk for chunk in chunks}
+        futures = {executor.submit(_measure_chunk, recipe, args[0], chunk, args[1], threads, stack_bytes): chunk for chunk in chunks}
         waiting = set(futures)
         try:
             while waiting:

@@ -67,6 +67,8 @@ class SensitivityEntry:
 
     metric, delta (against the base plan), delta_stderr (paired, against the base plan),
     within_noise and kl (to the float model) are measured; None in proxy mode.
+    stacked says how many probes shared the probe's pass (``stacked.py``), and
+    unstacked_because why it had a pass of its own, when it did.
     proxy is the Fisher estimate of the loss added (nats); None in measured mode.
     """
 
@@ -83,7 +85,9 @@ class SensitivityEntry:
     within_noise: bool | None = None
     kl: float | None = None
     proxy: float | None = None
-    computed_fraction: float | None = None  # share of the module calls the probe's pass ran
+    computed_fraction: float | None = None  # share of a full pass's module calls the probe ran (a stacked pass's split evenly)
+    stacked: int = 1  # probes of this layer that ran together in one stacked pass (1: a pass of its own)
+    unstacked_because: str | None = None  # measured mode: why the probe ran in a pass of its own
 
     @property
     def drop(self) -> float | None:
@@ -119,6 +123,14 @@ class SensitivityTable:
     forward_passes: float | None = None  # probes' computed module calls / calls of a full pass (measured mode)
     forward_seconds: float | None = None  # the probes' time running the model (measured mode)
     proxy_loss: str | None = None  # proxy mode: the loss the Fisher was taken of
+
+    def unstacked(self) -> dict[str, int]:
+        """Why probes ran in passes of their own, with how many did (empty when every probe ran stacked)."""
+        reasons: dict[str, int] = {}
+        for e in self.entries:
+            if e.stacked == 1 and e.unstacked_because:
+                reasons[e.unstacked_because] = reasons.get(e.unstacked_because, 0) + 1
+        return reasons
 
     def entry(self, layer: str, setting: str) -> SensitivityEntry:
         for e in self.entries:

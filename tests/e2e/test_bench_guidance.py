@@ -15,10 +15,12 @@ def test_guidance_benchmark_quick_prints_every_table():
     sections = out.split("\n\n")
     assert len(sections) == 3
     cost, agreement, found = ([line.split() for line in s.strip().splitlines()[2:]] for s in sections)
-    assert [r[0] for r in cost] == ["digits-mlp"]
-    layers, probes, calls, forward, wall, limit = int(cost[0][1]), int(cost[0][2]), *map(float, cost[0][3:7])
-    assert probes == 5 * layers and limit == 0.5 * probes
-    assert 0 < calls < probes and forward > 0 and wall > 0  # incremental: fewer module calls than a full pass per probe
+    assert [r[:2] for r in cost] == [["digits-mlp", "stacked"], ["digits-mlp", "alone"]]
+    stacked, alone = ([int(r[2]), int(r[3]), *map(float, r[4:8])] for r in cost)
+    for layers, probes, calls, forward, wall, limit in (stacked, alone):
+        assert probes == 5 * layers and limit == 0.5 * probes
+        assert 0 < calls < probes and forward > 0 and wall > 0  # incremental: fewer module calls than a full pass per probe
+    assert stacked[2] < alone[2]  # a layer's settings share one pass
     assert agreement[0][0] == "digits-mlp" and -1 <= float(agreement[0][1]) <= 1 and -1 <= float(agreement[0][2]) <= 1
     row = found[0]
     assert row[0] == "digits-mlp" and row[1] == "max_drop=0.01"
