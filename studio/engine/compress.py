@@ -31,8 +31,8 @@ class CompressedWeight:
 
     ``view`` tensors have shape (out_channels, fan_in): the channel axis first. A result
     holds the stored form only: integer codes in the smallest integer dtype (int8 or
-    uint8 up to 8 bits) with their scales or codebook, 16-bit weights as float16, the
-    pruning mask. ``dequant_view`` (what the model computes with) is derived from them
+    uint8 up to 8 bits) with their scales or codebook, and the pruning mask (a float16
+    layer is a cast of the float weights, redone on use). ``dequant_view`` (what the model computes with) is derived from them
     on each use, so that a cache of results costs about a byte per weight, not five;
     ``stream.symbols`` likewise, where they follow from the codes.
     """
@@ -46,7 +46,6 @@ class CompressedWeight:
     size: LayerSize
     sqnr_db: float | None
     stream_spec: StreamSpec | None = None  # symbols None where they follow from the uniform codes
-    weights16: torch.Tensor | None = None  # a 16-bit layer's weights as stored (float16)
     held: torch.Tensor | None = None  # a dequantized view held as is (e.g. channels cut for ONNX); None: derived
 
     @property
@@ -68,7 +67,7 @@ class CompressedWeight:
     def nbytes(self) -> int:
         """Bytes of every tensor and array this result holds, each storage counted once,
         the float weights it was made from (``float_view``, the session's own) excepted."""
-        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.weights16, self.keep, self.codes, self.codebook]
+        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.keep, self.codes, self.codebook]
         if self.uniform is not None:
             held += [self.uniform.scale, self.uniform.zero_point]
         if self.stream_spec is not None:
@@ -160,14 +159,12 @@ def compress_view(
     codebook = None
     half = spec.param_dtype == "float16"  # scales and codebooks rounded to float16 before dequantizing
 
-    weights16 = None
     if spec.bits is None:
         dequant = pruned  # derived again on use: the float weights, masked
         stream = StreamSpec(shape, width=float_width)
         scale_bytes = 0
     elif spec.bits == 16:
-        weights16 = pruned.to(torch.float16)
-        dequant = weights16.to(torch.float32)
+        dequant = pruned.to(torch.float16).to(torch.float32)  # derived again on use: a cast is cheap
         stream = StreamSpec(shape, width=16)
         scale_bytes = 0
     elif spec.cluster:
@@ -220,18 +217,16 @@ def compress_view(
         size=size,
         sqnr_db=sqnr_db(view, dequant),
         stream_spec=stream,
-        weights16=weights16,
     )
 
 
 def dequantize(result: CompressedWeight) -> torch.Tensor:
     """The float32 weights (channel view) that ``result``'s stored form decodes to."""
-    if result.weights16 is not None:
-        return result.weights16.to(torch.float32)
     codes = result.codes
     if codes is not None and result.codebook is not None:
         return shared_values(result.codebook, codes)
     if codes is not None and result.uniform is not None:
         rows = codes if result.spec.granularity == "channel" else codes.reshape(1, -1)
         return dequantize_codes(rows, result.uniform).reshape(codes.shape)
-    return result.float_view if result.keep is None else result.float_view * result.keep
+    weights = result.float_view if result.keep is None else result.float_view * result.keep
+    return weights.to(torch.float16).to(torch.float32) if result.spec.bits == 16 else weights

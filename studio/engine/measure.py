@@ -9,6 +9,7 @@ into a ``Report``. ``Session`` is the public face over it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from .compress import CompressedWeight
 from .data import slice_inputs
 from .errors import StudioError
 from .formats.studio import container_bytes
+from .memory import release_free_memory
 from .plan import LayerSpec, Plan
 from .prepared import PreparedModel
 from .progress import CancelFn, ProgressFn, check
@@ -55,8 +57,15 @@ class Measurer:
             raise self.prepared.misfit(self.scorer.batches[0][0], exc) from exc
 
     # -- compressing -------------------------------------------------------------------------
+    @staticmethod
+    def key(name: str, spec: LayerSpec, huffman: bool) -> tuple[str, LayerSpec, bool]:
+        """The cache key of a layer's stored weights: plans that differ only in activations share it."""
+        return (name, dataclasses.replace(spec, act_bits=None) if spec.act_bits else spec, huffman)
+
     def compressed(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
-        return self.cache.get((name, spec, huffman), lambda: self.prepared.compress(name, spec, huffman))
+        key = self.key(name, spec, huffman)
+        result = self.cache.get(key, lambda: self.prepared.compress(name, key[1], huffman))
+        return result if key[1] is spec else self.prepared.with_activations(name, result, spec)
 
     def compress_all(self, plan: Plan, pin: str, cancel: CancelFn | None = None) -> dict[str, CompressedWeight]:
         """Every layer compressed under ``plan``; the results are pinned in the cache under ``pin``."""
@@ -67,7 +76,7 @@ class Measurer:
         for name in self.layer_names:
             check(cancel)
             results[name] = self.compressed(name, plan.spec_for(name), plan.huffman)
-        self.cache.pin(pin, [(name, r.spec, plan.huffman) for name, r in results.items()])
+        self.cache.pin(pin, [self.key(name, r.spec, plan.huffman) for name, r in results.items()])
         return results
 
     def activation_params(self, plan: Plan) -> dict[str, ActPair]:
@@ -78,6 +87,12 @@ class Measurer:
     def compiled(self, plan: Plan, results: dict[str, CompressedWeight], acts: dict[str, ActPair]) -> CompressedModel:
         example = slice_inputs(self.scorer.batches[0][0], 0, 2)
         return CompressedModel.of(self.prepared, plan, results, acts, example, self.input_mode, self.scorer.output_fn)
+
+    def park(self) -> None:
+        """Free the working copy's dequantized weights until the next pass (``PreparedModel.park``)."""
+        with self.lock:
+            self.prepared.park()
+        release_free_memory(collect=True)
 
     # -- measuring ---------------------------------------------------------------------------
     def configs(self, plan: Plan, acts: dict[str, ActPair]) -> Configs:
@@ -100,6 +115,7 @@ class Measurer:
     def evaluate(self, plan: Plan, progress: ProgressFn | None, cancel: CancelFn | None) -> Report:
         """The metric, fidelity and size of ``plan`` on the eval set."""
         outputs, results, timing = self.run(plan, progress, cancel)
+        release_free_memory()  # what compressing and the pass freed
         start = time.perf_counter()
         score = self.scorer.score(outputs)
         timing = Timing(**{**timing.to_dict(), "score_s": time.perf_counter() - start})

@@ -13,6 +13,7 @@ TorchScript modules cannot share storage that way; they are copied whole.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -169,6 +170,17 @@ class PreparedModel:
                 self.set_bias(name, self.bias_for(name, result.spec))
                 self._loaded[name] = result.spec
 
+    def park(self) -> None:
+        """Point every working layer back at its float weights, which frees the dequantized
+        weights of the plan last loaded (e.g. while an exported file is decoded and run beside
+        the session); the next ``load`` sets them again. TorchScript copies are left as they are."""
+        if self.scripted:
+            return
+        for name in list(self._loaded):
+            self.set_weight(name, self.float_views[name])
+            self.set_bias(name, self.float_biases.get(name))
+            del self._loaded[name]
+
     @torch.no_grad()
     def set_weight(self, name: str, dequant_view: torch.Tensor) -> None:
         """Make the working layer ``name`` use ``dequant_view`` (channel view) as its weight."""
@@ -215,6 +227,13 @@ class PreparedModel:
         width = 8 * weight_of(self.modules[name]).element_size()
         extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
         return compress_view(self.float_views[name], spec, huffman, other, width, extra)
+
+    def with_activations(self, name: str, result: CompressedWeight, spec: LayerSpec) -> CompressedWeight:
+        """``result`` (layer ``name`` compressed with ``act_bits=None``) as ``spec``, which differs
+        only in its activations: the same stored weights, plus the activations' scales and zero-points."""
+        kind = self.info[name].layer_kind
+        extra = act_param_bytes(spec.act_bits) * kind.activation_tensors if spec.act_bits else 0
+        return dataclasses.replace(result, spec=spec, size=dataclasses.replace(result.size, scales=result.size.scales + extra))
 
     def float_bytes(self, name: str) -> int:
         """The layer's weight and bias as the user's model stores them."""

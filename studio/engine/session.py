@@ -27,6 +27,7 @@ from .formats.onnx import LayerRuntime, onnx_layer_runtime
 from .latency import Latency, measure_latency
 from .layers import LayerInfo
 from .measure import Measurer
+from .memory import release_free_memory
 from .metrics import MetricFn
 from .plan import LayerSpec, Plan
 from .prepared import PreparedModel, resolve_device
@@ -167,7 +168,11 @@ class Session:
     def verify(self, path: str | Path) -> Verification:
         """Run an exported file in its own runtime on the eval data, beside the studio's figures."""
         ctx = RunContext(self._scorer.batches, self._scorer.pick, self.input_mode, self.compile)
-        return verify(path, ctx, lambda outputs: self._scorer.score(outputs).metric, self.evaluate)
+        self._m.park()  # the file's own model and the working copy's weights need not both be held
+        try:
+            return verify(path, ctx, lambda outputs: self._scorer.score(outputs).metric, self.evaluate)
+        finally:
+            release_free_memory(collect=True)
 
     def runtime_support(self, plan: Plan, runtime: str = "onnxruntime") -> dict[str, LayerRuntime]:
         """Per layer: how ``runtime`` stores and runs ``plan``'s choices."""
