@@ -1,7 +1,8 @@
 """Activation calibration: statistics gathered once, quantization parameters chosen once.
 
 The calibration set runs through the float model once for ranges the first time any
-plan quantizes activations, and once more for histograms the first time a plan's
+plan quantizes activations (or not at all: by default the calibration set is the first
+eval batch, whose ranges are gathered during the session's own first float pass), and once more for histograms the first time a plan's
 calibration method needs them (every method but min-max). Those statistics are kept
 for the session; the parameters for a (layer, bits, method) are chosen once and
 reused by every later plan.
@@ -10,17 +11,20 @@ reused by every later plan.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .activations import RANGE_ONLY_METHODS, ActQParams, ActStats, choose_qparams
-from .data import Batch, call_model, slice_inputs, to_batches, to_device
+from .data import Batch, batch_len, call_model, slice_inputs, to_batches, to_device
 from .errors import StudioError
 from .plan import Plan
 from .prepared import PreparedModel
+from .progress import ProgressFn
 
 ActPair = tuple[ActQParams | None, ActQParams | None]
 
@@ -39,7 +43,10 @@ class Calibrator:
             batches: list[Batch] = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in eval_batches[:1]]
         else:
             batches = to_batches(calibration_data, batch_size, what="calibration_data")
-        return cls(batches, input_mode, device)
+        calibrator = cls(batches, input_mode, device)
+        # the default set is the whole first eval batch when that has at most CALIBRATION_SAMPLES
+        calibrator.is_first_eval_batch = calibration_data is None and bool(eval_batches) and batch_len(eval_batches[0][0]) <= CALIBRATION_SAMPLES
+        return calibrator
 
     def __init__(self, batches: list[Batch], input_mode: str, device: torch.device) -> None:
         self.batches = batches
@@ -49,6 +56,40 @@ class Calibrator:
         self._histograms = False
         self._params: dict[tuple[str, int, str], ActPair] = {}
         self._lock = threading.Lock()
+        self.is_first_eval_batch = False  # whether the calibration set is exactly the first eval batch
+
+    @contextmanager
+    def ranges_from(self, prepared: PreparedModel, names: Iterable[str]) -> Iterator[ProgressFn]:
+        """While the session's first float pass runs on the working copy, gather the ranges
+        from its first batch, where that batch is the whole calibration set (the default
+        calibration set, a first batch of at most CALIBRATION_SAMPLES): the calibration then
+        costs no pass of its own. Yields the progress callback to give that pass, which stops
+        the observing once the first batch is done."""
+        if prepared.scripted or not self.is_first_eval_batch or self._stats is not None:
+            yield lambda done, total: None
+            return
+        stats = {(name, side): ActStats() for name in names for side in ("in", "out")}
+        modules = {name: prepared.modules[name] for name in names}
+        handles = self._install(modules, stats, "observe_range")
+        complete = False
+
+        def progress(done: int, total: int) -> None:
+            nonlocal complete
+            if done >= 1 and handles:
+                complete = True
+                for handle in handles:
+                    handle.remove()
+                handles.clear()
+
+        try:
+            yield progress
+        finally:
+            for handle in handles:
+                handle.remove()
+        if complete:
+            with self._lock:
+                if self._stats is None:
+                    self._stats = {k: v for k, v in stats.items() if v.lo <= v.hi}
 
     @torch.no_grad()
     def stats(self, prepared: PreparedModel, names: Iterable[str], method: str = "kl") -> dict[tuple[str, str], ActStats]:
@@ -76,12 +117,7 @@ class Calibrator:
         modules = {name: model.get_submodule(name) for name in names}
         if stats is None:
             stats = {(name, side): ActStats() for name in modules for side in ("in", "out")}
-        handles = []
-        for name, module in modules.items():
-            if (stat := stats.get((name, "in"))) is not None:
-                handles.append(module.register_forward_pre_hook(self._pre(stat, phase)))
-            if (stat := stats.get((name, "out"))) is not None:
-                handles.append(module.register_forward_hook(self._post(stat, phase)))
+        handles = self._install(modules, stats, phase)
         try:
             for inputs, _ in self.batches:
                 call_model(model, to_device(inputs, self.device), self.input_mode)
@@ -89,6 +125,16 @@ class Calibrator:
             for handle in handles:
                 handle.remove()
         return stats
+
+    def _install(self, modules: dict[str, nn.Module], stats: dict[tuple[str, str], ActStats], phase: str) -> list[RemovableHandle]:
+        """Hooks feeding ``phase`` of each layer's input and output stat."""
+        handles = []
+        for name, module in modules.items():
+            if (stat := stats.get((name, "in"))) is not None:
+                handles.append(module.register_forward_pre_hook(self._pre(stat, phase)))
+            if (stat := stats.get((name, "out"))) is not None:
+                handles.append(module.register_forward_hook(self._post(stat, phase)))
+        return handles
 
     @staticmethod
     def _pre(stat: ActStats, phase: str) -> Callable[..., None]:

@@ -50,9 +50,11 @@ class Measurer:
         self.lock = threading.RLock()  # the working copy's weights and passes
 
     def baseline(self) -> list[torch.Tensor]:
-        """The float model's outputs (a clear error when the eval data does not fit the model)."""
+        """The float model's outputs (a clear error when the eval data does not fit the model);
+        the activation ranges are gathered on the way where the calibration set allows."""
         try:
-            return self.runner.run(self.configs(Plan(), {}), {})[0]
+            with self.calibrator.ranges_from(self.prepared, self.layer_names) as progress:
+                return self.runner.run(self.configs(Plan(), {}), {}, progress)[0]
         except (RuntimeError, TypeError, IndexError) as exc:  # what a forward on misfitting data raises
             raise self.prepared.misfit(self.scorer.batches[0][0], exc) from exc
 

@@ -96,22 +96,51 @@ def test_torchscript_models_refuse_activation_quantization(tmp_path, samples):
     assert session.evaluate(Plan.uniform(8)).delta >= -0.005
 
 
-def test_min_max_calibration_runs_one_pass_and_histograms_come_when_a_method_needs_them(samples):
-    from studio.engine import Plan, Session
-
-    sample = samples["digits-cnn"]
-    session = Session(sample.model, sample.eval_data)
+def _count_passes(session):
     calls = []
     calibrator = session._m.calibrator
     original = calibrator._observe
     calibrator._observe = lambda *a, **k: calls.append(a[2]) or original(*a, **k)
+    return calls
+
+
+def test_min_max_calibration_runs_one_pass_and_histograms_come_when_a_method_needs_them(samples):
+    from studio.engine import Plan, Session
+
+    sample = samples["digits-cnn"]
+    x, y = sample.eval_data
+    session = Session(sample.model, sample.eval_data, calibration_data=(x[:200], y[:200]))  # not the first eval batch
+    calls = _count_passes(session)
     minmax = session.evaluate(Plan.uniform(8, act_bits=8))
     assert calls == ["observe_range"]
     session.evaluate(Plan.uniform(8, act_bits=8, calibration="kl"))
     assert calls == ["observe_range", "observe_hist"]
     session.evaluate(Plan.uniform(8, act_bits=8, calibration="percentile"))
     assert calls == ["observe_range", "observe_hist"]  # statistics are kept for the session
-    fresh = Session(sample.model, sample.eval_data)  # the same figures as a session that gathered both at once
+    fresh = Session(sample.model, sample.eval_data, calibration_data=(x[:200], y[:200]))  # gathers both at once
     fresh.evaluate(Plan.uniform(8, act_bits=8, calibration="kl"))
     assert fresh.evaluate(Plan.uniform(8, act_bits=8)).metric == minmax.metric
     assert fresh.activation_params(Plan.uniform(8, act_bits=8, calibration="kl")) == session.activation_params(Plan.uniform(8, act_bits=8, calibration="kl"))
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-resnet", "digits-vit"])
+def test_default_calibration_ranges_come_from_the_sessions_first_pass(samples, name):
+    """By default the calibration set is the first eval batch: its ranges are gathered during the
+    session's own float pass, equal to those of a pass of their own, and min-max needs no pass."""
+    from studio.engine import Plan, Session
+
+    sample = samples[name]
+    x, y = sample.eval_data
+    session = Session(sample.model, sample.eval_data)
+    calls = _count_passes(session)
+    plan = Plan.uniform(8, act_bits=8)
+    report = session.evaluate(plan)
+    assert calls == []
+    separate = Session(sample.model, sample.eval_data, calibration_data=(x[:256], y[:256]))  # the same set, its own pass
+    assert separate.evaluate(plan).metric == report.metric
+    ours, theirs = session._m.calibrator._stats, separate._m.calibrator._stats
+    assert ours.keys() == theirs.keys() and len(ours) >= 2 * len(session.layer_names) - 2
+    assert all((ours[k].lo, ours[k].hi) == (theirs[k].lo, theirs[k].hi) for k in ours)
+    assert session.activation_params(plan) == separate.activation_params(plan)
+    session.evaluate(Plan.uniform(8, act_bits=8, calibration="kl"))
+    assert calls == ["observe_hist"]  # histograms still need a pass of their own
