@@ -9,8 +9,9 @@ it are skipped too. This needs no graph: it works on any eager model, with dict
 inputs, residuals or data-dependent control flow, and the outputs are bit-identical
 to a full pass by construction.
 
-What is kept is chosen after the first (profiled) pass, within a byte budget, by a
-greedy that maximises the compute skipped, averaged over a change at each layer.
+What is kept is chosen after the first (profiled) pass by a greedy that maximises the compute
+skipped, averaged over a change at each layer, within a byte budget less a pass's own working
+memory (twice the largest output of one call), so kept outputs and a pass fit the budget together.
 A kept output that something modified in place afterwards is detected through the
 tensors' version counters and never handed back; from then on that call's output is kept
 as a private copy and handed back as a fresh copy (a convolution followed by an in-place
@@ -21,7 +22,6 @@ report says so.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -93,9 +93,7 @@ class _BatchPass:
     def call(self, idx: int, fwd: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.cancel is not None and self.cancel():
             raise Cancelled("cancelled")
-        i = self.counter
-        runner = self.runner
-        prev = self.prev
+        i, runner, prev = self.counter, self.runner, self.prev
         if i < self.boundary and prev is not None:
             if i < len(prev.mods) and prev.mods[i] == idx:
                 end = prev.ends[i]
@@ -162,6 +160,7 @@ class IncrementalRunner:
         self._outputs: list[torch.Tensor | None] = [None] * n
         self._store: dict[tuple[int, int], Entry] = {}
         self._bytes = 0
+        self._largest = 0  # the largest output of one call: a pass's own working memory is reserved as twice it
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
         self._copied: set[int] = set()  # calls whose output is modified in place later: kept as copies
@@ -235,7 +234,8 @@ class IncrementalRunner:
             return
         if profiling:
             run.sizes[i] = entry.nbytes
-        if self._bytes + entry.nbytes > self.budget_bytes:
+        self._largest = max(self._largest, entry.nbytes)
+        if self._bytes + entry.nbytes > self.budget_bytes - 2 * self._largest:
             return
         self._store[key] = entry
         self._bytes += entry.nbytes
@@ -383,7 +383,7 @@ class IncrementalRunner:
         boundaries = [min(firsts) for firsts in ([trace.first[m] for m in mods if m in trace.first] for mods in self._layer_mods.values()) if firsts]
         self._selected = choose_kept(
             np.asarray(trace.ends[:n], dtype=np.int64), self._profile_times[:n], self._profile_sizes[:n],
-            np.asarray(boundaries, dtype=np.int64), self._blacklist, self.budget_bytes,
+            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - 2 * self._largest),
         )
         for key in [k for k in self._store if k[1] not in self._selected]:
             self._drop(key)
@@ -396,5 +396,5 @@ class IncrementalRunner:
             "kept_bytes": self._bytes,
             "budget_bytes": self.budget_bytes,
             "calls_per_batch": 0 if self._traces[0] is None else len(self._traces[0].mods),
-            "budget_used": math.nan if not self.budget_bytes else self._bytes / self.budget_bytes,
+            "reserved_bytes": 2 * self._largest,  # a pass's own working memory, kept out of the budget
         }

@@ -234,11 +234,13 @@ def test_a_cancelled_pass_leaves_kept_outputs_consistent(samples):
 
 def test_kept_outputs_respect_the_budget(samples):
     sample = samples["digits-resnet"]
-    budget = 2_000_000
+    budget = 4_000_000
     session = Session(sample.model, sample.eval_data, activation_cache_bytes=budget)
     for plan in random_walk(session, 6, seed=11, acts=False):
         session.evaluate(plan)
-        assert session._runner.kept_bytes <= budget
+        kept = session._runner.describe()
+        assert kept["kept_bytes"] > 0 and kept["reserved_bytes"] > 0
+        assert kept["kept_bytes"] + kept["reserved_bytes"] <= budget  # a pass's own working memory fits too
 
 
 def test_session_keeps_at_most_one_extra_copy_of_the_weights():
