@@ -32,6 +32,25 @@ def is_prune_method(method: str) -> bool:
     return method in PRUNERS or parse_nm(method) is not None
 
 
+def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th smallest (1-based) of non-negative finite float32 ``values``: exactly
+    ``torch.kthvalue(values, k).values``, in a few linear passes instead of a selection.
+
+    Non-negative float32 values order as their int32 bit patterns, so a histogram of the
+    top 16 bits finds the bucket holding the k-th value, and only that bucket is searched.
+    """
+    if values.dtype != torch.float32 or values.numel() < BUCKETED_FROM:
+        return torch.kthvalue(values, k).values
+    bucket = values.view(torch.int32) >> 15  # the sign bit is clear: 0 .. 2**16 - 1
+    cum = torch.bincount(bucket, minlength=1 << 16).cumsum(0)
+    b = int(torch.searchsorted(cum, k))  # the first bucket reaching k values
+    before = int(cum[b - 1]) if b > 0 else 0
+    return torch.kthvalue(values[bucket == b], k - before).values
+
+
+BUCKETED_FROM = 1 << 16  # below this, a plain selection is as fast
+
+
 @register_pruner("unstructured")
 def prune_unstructured(view: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero the ``ratio`` smallest-magnitude weights of the layer (ties by position)."""
@@ -39,7 +58,7 @@ def prune_unstructured(view: torch.Tensor, ratio: float) -> torch.Tensor:
     k = int(round(ratio * mag.numel()))
     if k <= 0:
         return torch.ones(view.shape, dtype=torch.bool)
-    threshold = torch.kthvalue(mag, k).values
+    threshold = kth_smallest(mag, k)
     keep = mag > threshold
     ties = torch.nonzero(mag == threshold).flatten()
     extra = k - int((mag < threshold).sum())  # prune that many of the ties, first by position

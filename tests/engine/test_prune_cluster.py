@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from studio.engine.cluster import kmeans_1d
-from studio.engine.prune import prune_mask
+from studio.engine.prune import BUCKETED_FROM, kth_smallest, prune_mask
 
 
 def test_unstructured_removes_smallest_magnitudes():
@@ -53,3 +54,24 @@ def test_kmeans_pinned_zero_stays_zero():
     centroids, _ = kmeans_1d(values, 4, pin_zero=True)
     assert (centroids == 0.0).sum() == 1
     assert centroids.numel() == 4
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "half zeros"])
+def test_bucketed_kth_smallest_equals_a_selection(kind):
+    torch.manual_seed(0)
+    n = 3 * BUCKETED_FROM + 17
+    x = torch.randn(n).abs()
+    if kind == "ties":
+        x = (x * 10).round() / 10
+    elif kind == "half zeros":
+        x[: n // 2] = 0.0
+    for k in (1, 2, n // 3, n // 2, n // 2 + 1, n - 1, n):
+        assert kth_smallest(x, k).item() == torch.kthvalue(x, k).values.item()
+
+
+def test_unstructured_pruning_of_a_large_layer_removes_exactly_the_ratio():
+    torch.manual_seed(1)
+    w = (torch.randn(512, 300) * 8).round() / 8  # many ties at the threshold
+    keep = prune_mask(w, 0.37, "unstructured")
+    assert int((~keep).sum()) == round(0.37 * w.numel())
+    assert float(w.abs()[~keep].max()) <= float(w.abs()[keep].min())
