@@ -89,7 +89,8 @@ def quantize_codes(view: torch.Tensor, params: UniformParams) -> torch.Tensor:
 def dequantize_codes(codes: torch.Tensor, params: UniformParams) -> torch.Tensor:
     """``(code - zero_point) * scale`` in float32 (the integer difference is exact)."""
     out = codes.to(torch.float32)
-    out.sub_(params.zero_point.unsqueeze(1))
+    if bool(params.zero_point.any()):  # subtracting zeros changes nothing: symmetric codes skip the pass
+        out.sub_(params.zero_point.unsqueeze(1))
     out.mul_(params.scale.unsqueeze(1))
     return out
 
