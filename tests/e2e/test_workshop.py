@@ -192,7 +192,8 @@ def test_budget_notebook_checks_a_hand_made_plan(this_checkout):
         assert selects.count() == len(session.layer_names)
         for i in range(selects.count()):  # every layer at 4 bits: over 10 KB and over a point lost
             selects.nth(i).select_option(label="4 bits")
-        page.wait_for_selector(f"{box} .workshop-readout:has-text('11.55')", timeout=20_000)
+        all_four = session.evaluate(plan_of(session, (4, 4, 4, 4))).size_bytes / 1000
+        page.wait_for_selector(f"{box} .workshop-readout:has-text('{all_four:.2f}')", timeout=20_000)
         page.click(f"{box} .workshop-check")
         hint = page.wait_for_selector(f"{box} .workshop-verdict[data-ok=false]", timeout=20_000)
         assert "Too big and too inaccurate" in hint.inner_text() and "features.7 is" in hint.inner_text()
