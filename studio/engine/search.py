@@ -144,7 +144,7 @@ class SearchResult:
         data = dict(data)
         data["plan"] = Plan.from_dict(data["plan"])
         data["candidates"] = tuple(SearchCandidate.from_dict(c) for c in data["candidates"])
-        data["space"] = SearchSpace.from_dict(data["space"])
+        data["space"] = SearchSpace.from_dict({"param_dtype": ["float32"], **data["space"]})  # saved before the option: float32
         if data.get("sensitivity") is not None:
             data["sensitivity"] = SensitivityTable.from_dict(data["sensitivity"])
         return cls(**data)

@@ -199,6 +199,10 @@ def test_every_result_round_trips_through_json(mlp_drop):
     cand = mlp_drop.candidates[0]
     assert SearchCandidate.from_dict(json.loads(json.dumps(cand.to_dict()))) == cand
     assert SearchSpace.from_dict(json.loads(json.dumps(SMALL.to_dict()))) == SMALL
+    saved = mlp_drop.to_dict()  # a result saved before param_dtype existed searched float32 parameters
+    del saved["space"]["param_dtype"]
+    assert SearchResult.from_dict(saved).space.param_dtype == ("float32",)
+    assert SearchSpace.from_dict({"bits": [2, 4]}).param_dtype == SearchSpace().param_dtype  # a new partial space: the default
 
 
 def test_the_space_lists_its_options():
