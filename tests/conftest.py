@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -31,3 +33,13 @@ def tiny() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     x = torch.randn(40, 8)
     y = model(x).argmax(1)
     return model, (x, y)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module of many small passes: faster on a shared machine, and the
+    results are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,14 +12,7 @@ from studio.engine.finetune import finetune
 from studio.engine.recovered import EpochRecord, FinetuneConfig, Recovered
 from studio.engine.schedule import ramp_epochs, ratio_at
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small passes: one intra-op thread is faster
 
 
 def _subset(data, n):

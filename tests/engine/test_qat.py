@@ -11,14 +11,7 @@ from studio.engine.prune import prune_mask
 from studio.engine.qat import WeightFakeQuant, act_fake_quant, install_ste_act_hooks
 from studio.engine.quantize import channel_view
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is faster, and much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small passes: one intra-op thread is faster
 
 
 SPECS = [

@@ -20,13 +20,7 @@ from studio.engine.search_space import SearchSpace
 SMALL = SearchSpace(bits=(2, 3, 4, 8), prune=(0.0, 0.5), granularity=("channel", "tensor"), clip=("minmax",))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small passes: one intra-op thread is faster on a shared machine (and leaves the results alone)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small passes: one intra-op thread is faster
 
 
 def timeless(result: SearchResult) -> dict:

@@ -27,13 +27,7 @@ from studio.engine.sensitivity import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small passes: one intra-op thread is faster on a shared machine (and leaves the results alone)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small passes: one intra-op thread is faster
 
 
 def probe_plan(table: SensitivityTable, entry: SensitivityEntry) -> Plan:

@@ -16,12 +16,7 @@ from studio.engine.stacked import survey
 ALL = {"bits": (2, 3, 4, 6, 8), "prune": (0.25, 0.5, 0.75)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many small passes: one intra-op thread is faster
 
 
 def assert_same_table(stacked: SensitivityTable, alone: SensitivityTable) -> None:
