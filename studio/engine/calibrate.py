@@ -2,8 +2,9 @@
 
 The calibration set runs through the float model once for ranges the first time any
 plan quantizes activations (or not at all: by default the calibration set is the first
-eval batch, whose ranges are gathered during the session's own first float pass), and once more for histograms the first time a plan's
-calibration method needs them (every method but min-max). Those statistics are kept
+eval batch, whose ranges are gathered during the session's own first float pass), and
+once more for histograms the first time a plan's calibration method needs them (every
+method but min-max). Those statistics are kept
 for the session; the parameters for a (layer, bits, method) are chosen once and
 reused by every later plan.
 """
@@ -43,12 +44,11 @@ class Calibrator:
             batches: list[Batch] = [(slice_inputs(x, 0, CALIBRATION_SAMPLES), None) for x, _ in eval_batches[:1]]
         else:
             batches = to_batches(calibration_data, batch_size, what="calibration_data")
-        calibrator = cls(batches, input_mode, device)
         # the default set is the whole first eval batch when that has at most CALIBRATION_SAMPLES
-        calibrator.is_first_eval_batch = calibration_data is None and bool(eval_batches) and batch_len(eval_batches[0][0]) <= CALIBRATION_SAMPLES
-        return calibrator
+        first = calibration_data is None and bool(eval_batches) and batch_len(eval_batches[0][0]) <= CALIBRATION_SAMPLES
+        return cls(batches, input_mode, device, is_first_eval_batch=first)
 
-    def __init__(self, batches: list[Batch], input_mode: str, device: torch.device) -> None:
+    def __init__(self, batches: list[Batch], input_mode: str, device: torch.device, is_first_eval_batch: bool = False) -> None:
         self.batches = batches
         self.input_mode = input_mode
         self.device = device
@@ -56,7 +56,7 @@ class Calibrator:
         self._histograms = False
         self._params: dict[tuple[str, int, str], ActPair] = {}
         self._lock = threading.Lock()
-        self.is_first_eval_batch = False  # whether the calibration set is exactly the first eval batch
+        self.is_first_eval_batch = is_first_eval_batch  # the calibration set is exactly the first eval batch
 
     @contextmanager
     def ranges_from(self, prepared: PreparedModel, names: Iterable[str]) -> Iterator[ProgressFn]:

@@ -32,9 +32,10 @@ class CompressedWeight:
     ``view`` tensors have shape (out_channels, fan_in): the channel axis first. A result
     holds the stored form only: integer codes in the smallest integer dtype (int8 or
     uint8 up to 8 bits) with their scales or codebook, and the pruning mask (a float16
-    layer is a cast of the float weights, redone on use). ``dequant_view`` (what the model computes with) is derived from them
-    on each use, so that a cache of results costs about a byte per weight, not five;
-    ``stream.symbols`` likewise, where they follow from the codes.
+    layer is a cast of the float weights, redone on use). ``dequant_view``, what the
+    model computes with, is derived from them on each use, so that a cache of results
+    costs about a byte per weight, not five; ``stream.symbols`` likewise, where they
+    follow from the codes.
     """
 
     spec: LayerSpec
