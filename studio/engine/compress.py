@@ -143,13 +143,12 @@ def compress_view(
     huffman: bool,
     other_bytes: int,
     float_width: int = 32,
-    extra_scale_bytes: int = 0,
 ) -> CompressedWeight:
     """Compress a channel view (out_channels, fan_in) of a weight.
 
     ``other_bytes`` is what the layer stores besides its weight (the bias);
-    ``float_width`` is the bits a weight left in float takes (its own dtype);
-    ``extra_scale_bytes`` counts other quantization parameters the layer stores.
+    ``float_width`` is the bits a weight left in float takes (its own dtype). The
+    activations' scales and zero-points are the caller's to add (``PreparedModel.with_activations``).
     """
     view = view.detach().to(torch.float32).cpu()
     keep = prune_mask(view, spec.prune, spec.prune_method)
@@ -204,7 +203,6 @@ def compress_view(
         n_scales = uniform.scale.numel()
         scale_bytes = param_width(spec.param_dtype) * n_scales + (0 if spec.symmetric else n_scales)  # scales, int8 zero-points
 
-    scale_bytes += extra_scale_bytes  # e.g. the activations' scales and zero-points
     size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)
     if uniform is not None:
         stream.symbols = None  # they follow from the codes (``CompressedWeight.stream``)

@@ -221,16 +221,16 @@ class PreparedModel:
     def compress(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
         """Compress layer ``name``'s float weights by ``spec``, counting every byte it stores:
         its bias, and the scales and zero-points of its quantized activations."""
-        info = self.info[name]
         bias = self.bias_for(name, spec)
         other = bias.numel() * bias.element_size() if bias is not None else 0
         width = 8 * weight_of(self.modules[name]).element_size()
-        extra = act_param_bytes(spec.act_bits) * info.layer_kind.activation_tensors if spec.act_bits else 0
-        return compress_view(self.float_views[name], spec, huffman, other, width, extra)
+        result = compress_view(self.float_views[name], spec, huffman, other, width)
+        return self.with_activations(name, result, spec) if spec.act_bits else result
 
     def with_activations(self, name: str, result: CompressedWeight, spec: LayerSpec) -> CompressedWeight:
-        """``result`` (layer ``name`` compressed with ``act_bits=None``) as ``spec``, which differs
-        only in its activations: the same stored weights, plus the activations' scales and zero-points."""
+        """``result`` (layer ``name``'s weights, compressed without activation parameters) as
+        ``spec``, which differs at most in its activations: the same stored weights, plus the
+        activations' scales and zero-points."""
         kind = self.info[name].layer_kind
         extra = act_param_bytes(spec.act_bits) * kind.activation_tensors if spec.act_bits else 0
         return dataclasses.replace(result, spec=spec, size=dataclasses.replace(result.size, scales=result.size.scales + extra))
