@@ -23,7 +23,7 @@ LLOYD_ITERS = 300
 
 
 def kmeans_1d(
-    values: torch.Tensor, k: int, iters: int = LLOYD_ITERS, pin_zero: bool = False
+    values: torch.Tensor, k: int, iters: int = LLOYD_ITERS, pin_zero: bool = False, keep: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster ``values`` (1-D) into ``k`` shared values.
 
@@ -35,8 +35,39 @@ def kmeans_1d(
     ``(centroids, index)``: float32 centroids sorted ascending, and each value's
     centroid, uint8 for k <= 256 (index a tensor with ``index.long()``: torch reads a
     uint8 index as a mask). The result is deterministic.
+
+    With a ``keep`` mask (same number of values, ``pin_zero`` required) only the kept values
+    are clustered; the others must be 0.0 (pruned weights) and get the zero centroid. The
+    result equals clustering ``values[keep]`` and scattering its index, but without
+    gathering or scattering: the pruned zeros are taken back out of the histogram's zero bin.
     """
     values = values.detach().to(torch.float32).flatten()
+    if keep is not None:
+        return _kmeans_kept(values, k, iters, keep.reshape(-1))
+    return _kmeans(values, k, iters, pin_zero)
+
+
+def _kmeans_kept(values: torch.Tensor, k: int, iters: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kmeans_1d`` of the kept values (the others are 0.0), indexed over all values."""
+    n_kept = int(keep.count_nonzero())
+    lo, hi = (float(v) for v in torch.aminmax(values)) if values.numel() else (0.0, 0.0)
+    if n_kept <= HIST_BINS or not lo < 0.0 < hi:  # the kept values' range is not the array's: gather them
+        centroids, kept_index = _kmeans(values[keep], k, iters, True)
+        index = torch.full((values.numel(),), zero_code(centroids), dtype=kept_index.dtype)
+        index[keep] = kept_index
+        return centroids, index
+    # lo < 0 < hi: both come from kept values, so the grid is the kept values' own
+    return _kmeans(values, k, iters, True, excluded_zeros=values.numel() - n_kept)
+
+
+def zero_code(codebook: torch.Tensor) -> int:
+    """The (first) code whose shared value is exactly 0.0."""
+    return int(torch.nonzero(codebook == 0)[0, 0])
+
+
+def _kmeans(values: torch.Tensor, k: int, iters: int, pin_zero: bool, excluded_zeros: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kmeans_1d`` of flat float32 ``values``, of which ``excluded_zeros`` zeros are not data
+    (they leave the histogram; only the histogram path takes them)."""
     n = values.numel()
     free = k - 1 if pin_zero else k
     if n == 0:
@@ -60,6 +91,8 @@ def kmeans_1d(
         return _update(centroids, pinned, counts, sums, index)
     grid = _Grid(lo, hi)
     bins, bin_counts = grid.histogram(values)
+    if excluded_zeros:  # binned exactly as the values were
+        bin_counts[int(grid.histogram(torch.zeros(1))[0][0])] -= excluded_zeros
     used = np.flatnonzero(bin_counts)
     centres = grid.centres()[used]
     centroids, pinned = _lloyd(centroids, pinned, bin_counts[used], bin_counts[used] * centres, centres, iters)

@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .cluster import kmeans_1d, shared_values
+from .cluster import kmeans_1d, shared_values, zero_code
 from .encode import LayerSize, StreamSpec, encode_size
 from .half import half_scales, half_values, param_width
 from .plan import LayerSpec
@@ -130,8 +130,9 @@ def code_symbols(codes: torch.Tensor, qmin: int) -> torch.Tensor:
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
     """Signal-to-quantization-noise ratio in dB; None when the approximation is exact."""
-    noise = float(torch.sub(reference, approx).square_().sum())
-    signal = float(reference.square().sum())
+    noise = float(torch.nn.functional.mse_loss(approx, reference, reduction="sum"))  # one fused pass
+    flat = reference.reshape(-1)
+    signal = float(torch.dot(flat, flat))
     if noise == 0.0 or signal == 0.0:
         return None
     return 10.0 * math.log10(signal / noise)
@@ -169,18 +170,12 @@ def compress_view(
         scale_bytes = 0
     elif spec.cluster:
         k = 2**spec.bits
-        values = pruned[keep] if keep is not None else pruned.flatten()
-        codebook, index = kmeans_1d(values, k, pin_zero=keep is not None)
+        codebook, index = kmeans_1d(pruned, k, pin_zero=keep is not None, keep=keep)  # pruned weights get the zero
+        zero_at = zero_code(codebook) if keep is not None else 0
         codebook = half_values(codebook, "codebook value") if half else codebook
-        if keep is not None:
-            zero_code = int(torch.nonzero(codebook == 0)[0, 0])
-            codes = torch.full(view.shape, zero_code, dtype=index.dtype)
-            codes[keep] = index
-        else:
-            zero_code = 0
-            codes = index.reshape(view.shape)
+        codes = index.reshape(view.shape)
         dequant = shared_values(codebook, codes)
-        stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_code))
+        stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_at))
         scale_bytes = param_width(spec.param_dtype) * k
     else:
         per_channel = spec.granularity == "channel"

@@ -34,18 +34,27 @@ def is_prune_method(method: str) -> bool:
 
 def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest (1-based) of non-negative finite float32 ``values``: exactly
-    ``torch.kthvalue(values, k).values``, in a few linear passes instead of a selection.
+    ``torch.kthvalue(values, k).values``, in a few linear passes instead of a selection."""
+    return kth_smallest_counted(values, k)[0]
+
+
+def kth_smallest_counted(values: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
+    """``kth_smallest`` and how many values are below it and equal to it.
 
     Non-negative float32 values order as their int32 bit patterns, so a histogram of the
-    top 16 bits finds the bucket holding the k-th value, and only that bucket is searched.
+    top 16 bits finds the bucket holding the k-th value, and only that bucket is searched
+    (and counted: every value below the bucket is below the k-th).
     """
     if values.dtype != torch.float32 or values.numel() < BUCKETED_FROM:
-        return torch.kthvalue(values, k).values
+        kth = torch.kthvalue(values, k).values
+        return kth, int((values < kth).count_nonzero()), int((values == kth).count_nonzero())
     bucket = values.view(torch.int32) >> 15  # the sign bit is clear: 0 .. 2**16 - 1
     cum = torch.bincount(bucket, minlength=1 << 16).cumsum(0)
     b = int(torch.searchsorted(cum, k))  # the first bucket reaching k values
     before = int(cum[b - 1]) if b > 0 else 0
-    return torch.kthvalue(values[bucket == b], k - before).values
+    inside = values[bucket == b]
+    kth = torch.kthvalue(inside, k - before).values
+    return kth, before + int((inside < kth).count_nonzero()), int((inside == kth).count_nonzero())
 
 
 BUCKETED_FROM = 1 << 16  # below this, a plain selection is as fast
@@ -58,11 +67,12 @@ def prune_unstructured(view: torch.Tensor, ratio: float) -> torch.Tensor:
     k = int(round(ratio * mag.numel()))
     if k <= 0:
         return torch.ones(view.shape, dtype=torch.bool)
-    threshold = kth_smallest(mag, k)
+    threshold, below, equal = kth_smallest_counted(mag, k)
     keep = mag > threshold
-    ties = torch.nonzero(mag == threshold).flatten()
-    extra = k - int((mag < threshold).sum())  # prune that many of the ties, first by position
-    keep[ties[extra:]] = True
+    extra = k - below  # prune that many of the ties, first by position
+    if extra < equal:  # some ties stay
+        ties = torch.nonzero(mag == threshold).flatten()
+        keep[ties[extra:]] = True
     return keep.reshape(view.shape)
 
 

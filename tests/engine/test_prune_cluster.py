@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from studio.engine.cluster import kmeans_1d
-from studio.engine.prune import BUCKETED_FROM, kth_smallest, prune_mask
+from studio.engine.cluster import HIST_BINS, kmeans_1d, zero_code
+from studio.engine.prune import BUCKETED_FROM, kth_smallest, kth_smallest_counted, prune_mask
 
 
 def test_unstructured_removes_smallest_magnitudes():
@@ -67,6 +67,8 @@ def test_bucketed_kth_smallest_equals_a_selection(kind):
         x[: n // 2] = 0.0
     for k in (1, 2, n // 3, n // 2, n // 2 + 1, n - 1, n):
         assert kth_smallest(x, k).item() == torch.kthvalue(x, k).values.item()
+        kth, below, equal = kth_smallest_counted(x, k)
+        assert (below, equal) == (int((x < kth).sum()), int((x == kth).sum()))
 
 
 def test_unstructured_pruning_of_a_large_layer_removes_exactly_the_ratio():
@@ -75,3 +77,40 @@ def test_unstructured_pruning_of_a_large_layer_removes_exactly_the_ratio():
     keep = prune_mask(w, 0.37, "unstructured")
     assert int((~keep).sum()) == round(0.37 * w.numel())
     assert float(w.abs()[~keep].max()) <= float(w.abs()[keep].min())
+
+
+@pytest.mark.parametrize("n", [1000, 5 * BUCKETED_FROM])
+def test_unstructured_pruning_keeps_ties_by_position(n):
+    w = torch.ones(1, n)  # every weight ties at the threshold
+    w[0, ::7] = 2.0
+    keep = prune_mask(w, 0.5, "unstructured").flatten()
+    k = round(0.5 * n)
+    assert int((~keep).sum()) == k
+    ones = torch.nonzero(w.flatten() == 1.0).flatten()
+    assert not keep[ones[:k]].any() and keep[ones[k:]].all()  # the first ties by position go
+
+
+def _gathered(values, keep, k):
+    """kmeans of the kept values, index scattered with the zero code: the reference."""
+    centroids, kept_index = kmeans_1d(values[keep], k, pin_zero=True)
+    index = torch.full((values.numel(),), zero_code(centroids), dtype=kept_index.dtype)
+    index[keep] = kept_index
+    return centroids, index
+
+
+@pytest.mark.parametrize("case", ["normal", "positive", "few kept", "ties at zero"])
+def test_kmeans_over_a_keep_mask_equals_clustering_the_kept_values(case):
+    torch.manual_seed(3)
+    n = 4 * HIST_BINS + 11
+    w = torch.randn(n) * 0.05
+    if case == "positive":  # the array's min is a pruned zero: the gathering path
+        w = w.abs() + 0.01
+    keep = prune_mask(w.reshape(1, -1), 0.97 if case == "few kept" else 0.4, "unstructured").flatten()
+    if case == "ties at zero":
+        w[: n // 10] = 0.0
+        keep[: n // 20] = True  # kept weights that are exactly zero
+    pruned = w * keep
+    centroids, index = kmeans_1d(pruned, 32, pin_zero=True, keep=keep)
+    ref_centroids, ref_index = _gathered(pruned, keep, 32)
+    assert torch.equal(centroids, ref_centroids)
+    assert torch.equal(index, ref_index)
