@@ -11,7 +11,8 @@ to a full pass by construction.
 
 What is kept is chosen after the first (profiled) pass by a greedy that maximises the compute
 skipped, averaged over a change at each layer, within a byte budget less a pass's own working
-memory (twice the largest output of one call), so kept outputs and a pass fit the budget together.
+memory (measured during the profiled pass: see ``IncrementalRunner.reserved_bytes``), so kept
+outputs and a pass fit the budget together.
 A kept output that something modified in place afterwards is detected through the
 tensors' version counters and never handed back; from then on that call's output is kept
 as a private copy and handed back as a fresh copy (a convolution followed by an in-place
@@ -22,19 +23,20 @@ report says so.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
+from .batch_pass import BatchPass, WeightUses
 from .data import Batch, call_model, slice_inputs, to_device
 from .hooks import ActPair, quantize_input, quantize_output
 from .kept import INF, Entry, Trace, choose_kept
+from .memory import PeakSampler, release_free_memory
 from .progress import CancelFn, Cancelled, ProgressFn
 
 DEFAULT_BUDGET = 1 << 30
@@ -49,85 +51,6 @@ class PassInfo:
     calls: int  # module calls in the pass
     computed: int  # calls that ran
     replayed: int  # calls whose kept output was handed back (nested calls included)
-
-
-class _WeightUses(TorchFunctionMode):
-    """Notes every compressible weight that an op uses outside that layer's own call."""
-
-    def __init__(self, runner: IncrementalRunner) -> None:
-        super().__init__()
-        self.runner = runner
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        run = self.runner._run
-        if run is not None:
-            for arg in (*args, *kwargs.values()):
-                layer = self.runner._param_layer.get(id(arg)) if isinstance(arg, torch.Tensor) else None
-                if layer is not None and run.current_module not in self.runner._layer_mods[layer]:
-                    self.runner._outside_uses.add(layer)
-        return func(*args, **kwargs)
-
-
-class _BatchPass:
-    """One batch of one pass: numbers the calls, replays what it can, keeps what it should."""
-
-    def __init__(self, runner: IncrementalRunner, batch: int, boundary: int, cancel: CancelFn | None, tick: Callable[[int], None]) -> None:
-        self.runner = runner
-        self.batch = batch
-        self.boundary = boundary
-        self.prev = runner._traces[batch]
-        self.cancel = cancel
-        self.tick = tick
-        self.counter = 0
-        self.mods: list[int] = []
-        self.ends: list[int] = []
-        self.refreshed: set[int] = set()
-        self.computed = 0
-        self.replayed = 0
-        self.times: list[float] = []
-        self.sizes: dict[int, int] = {}  # call index -> output bytes (profiled passes)
-        self.keep = True  # keep outputs (False for a pass whose outputs must not be reused)
-        self.current_module = -1
-
-    def call(self, idx: int, fwd: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.cancel is not None and self.cancel():
-            raise Cancelled("cancelled")
-        i, runner, prev = self.counter, self.runner, self.prev
-        if i < self.boundary and prev is not None:
-            if i < len(prev.mods) and prev.mods[i] == idx:
-                end = prev.ends[i]
-                entry = runner._store.get((self.batch, i)) if end <= self.boundary else None
-                if entry is not None:
-                    if entry.intact():
-                        self.mods.extend(prev.mods[i:end])
-                        self.ends.extend(prev.ends[i:end])
-                        self.times.extend([0.0] * (end - i))
-                        self.counter = end
-                        self.replayed += end - i
-                        self.tick(end)
-                        return entry.handed()
-                    runner._drop((self.batch, i))  # modified in place after it was kept: keep a copy from now on
-                    (runner._copied if isinstance(entry.value, torch.Tensor) else runner._blacklist).add(i)
-            else:  # the calls differ from the last pass before any change: replay nothing more
-                self.boundary = i
-                runner.notes.add("the model's module calls differed between identical passes, so this pass ran in full")
-        self.counter += 1
-        self.mods.append(idx)
-        self.ends.append(-1)
-        self.times.append(0.0)
-        outer, self.current_module = self.current_module, idx
-        start = time.perf_counter()
-        try:
-            out = runner._invoke(idx, fwd, args, kwargs)
-        finally:
-            self.current_module = outer
-        self.times[i] = time.perf_counter() - start
-        self.ends[i] = self.counter
-        self.computed += 1
-        runner._keep(self, i, out)
-        self.tick(self.counter)
-        return out
 
 
 class IncrementalRunner:
@@ -160,11 +83,13 @@ class IncrementalRunner:
         self._outputs: list[torch.Tensor | None] = [None] * n
         self._store: dict[tuple[int, int], Entry] = {}
         self._bytes = 0
-        self._largest = 0  # the largest output of one call: a pass's own working memory is reserved as twice it
+        self._largest = 0  # the largest output of one call
+        self._float_working: int | None = None  # the profiled (float) passes' working memory, measured (CPU, Linux)
+        self._working = 0  # the most working memory any pass was measured to use
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
         self._copied: set[int] = set()  # calls whose output is modified in place later: kept as copies
-        self._run: _BatchPass | None = None
+        self._run: BatchPass | None = None
         self._acts: dict[int, ActPair] = {}
         self._modules: list[nn.Module] = []
         self._layer_of_module: dict[int, str] = {}
@@ -220,7 +145,7 @@ class IncrementalRunner:
         if entry is not None:
             self._bytes -= entry.nbytes
 
-    def _keep(self, run: _BatchPass, i: int, out: Any) -> None:
+    def _keep(self, run: BatchPass, i: int, out: Any) -> None:
         if not run.keep:
             return
         key = (run.batch, i)
@@ -235,11 +160,19 @@ class IncrementalRunner:
         if profiling:
             run.sizes[i] = entry.nbytes
         self._largest = max(self._largest, entry.nbytes)
-        if self._bytes + entry.nbytes > self.budget_bytes - 2 * self._largest:
+        if self._bytes + entry.nbytes > self.budget_bytes - self.reserved_bytes:
             return
         self._store[key] = entry
         self._bytes += entry.nbytes
         run.refreshed.add(i)
+
+    def release(self) -> None:
+        """Drop every kept output (while an exported file runs beside the session, say): the
+        next pass runs in full, and keeps them again."""
+        self._store.clear()
+        self._bytes = 0
+        self._valid = [0] * len(self.batches)
+        self._outputs = [None] * len(self.batches)
 
     # -- passes ------------------------------------------------------------------------------
     def boundary(self, batch: int, configs: Mapping[str, Hashable]) -> int:
@@ -315,24 +248,26 @@ class IncrementalRunner:
 
         A separate pass: a TorchFunctionMode can change which kernels some modules pick
         (e.g. attention's fast path), so nothing it computes is kept or scored."""
-        run = _BatchPass(self, 0, 0, None, lambda counter: None)
+        run = BatchPass(self, 0, 0, None, lambda counter: None)
         run.keep = False
         self._run = run
         try:
-            with torch.no_grad(), _WeightUses(self):
+            with torch.no_grad(), WeightUses(self):
                 call_model(self.model, to_device(slice_inputs(inputs, 0, 2), self.device), self.input_mode)
         finally:
             self._run = None
 
     def _run_batch(
         self, b: int, bound: int, inputs: Any, configs: Mapping[str, Hashable], cancel: CancelFn | None, tick: Callable[[int], None]
-    ) -> _BatchPass:
+    ) -> BatchPass:
         if self._selected is None and self.enabled and b == 0:
             self._find_outside_uses(inputs)
-        run = _BatchPass(self, b, bound, cancel, tick)
+            release_free_memory()  # freed heap pages would hide the pass's working memory from the sampler
+        run = BatchPass(self, b, bound, cancel, tick)
         self._run = run
+        sampler = PeakSampler(lambda: self._bytes) if self.device.type == "cpu" else nullcontext()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), sampler:
                 raw = call_model(self.model, to_device(inputs, self.device), self.input_mode)
             out = self.pick(raw)
         except BaseException:
@@ -342,11 +277,26 @@ class IncrementalRunner:
             self._run = None
         self._commit(b, run, configs)
         self._outputs[b] = out
+        peak = sampler.peak if isinstance(sampler, PeakSampler) else None
         if self._selected is None:
             self._profile(run)
+            if peak is not None:
+                self._float_working = max(self._float_working or 0, peak)
+        elif peak is not None and peak > self._working:
+            self._working = peak
+            if self._bytes > self.budget_bytes - self.reserved_bytes:  # this plan's passes need more: keep less
+                self._select()
         return run
 
-    def _profile(self, run: _BatchPass) -> None:
+    @property
+    def reserved_bytes(self) -> int:
+        """What the budget keeps free for a pass's own working memory: twice what the float
+        passes were measured to use (a plan that quantizes activations holds a quantized copy
+        beside each float one), or twice the largest output of one call where nothing could be
+        measured; more if a later pass was measured to use more."""
+        return max(2 * (self._float_working or self._largest), self._working)
+
+    def _profile(self, run: BatchPass) -> None:
         """Add a profiled pass's call times and output sizes (summed over batches, by call index)."""
         n = len(run.times)
         if self._profile_times is None:
@@ -358,7 +308,7 @@ class IncrementalRunner:
             if i < m:
                 self._profile_sizes[i] += size
 
-    def _commit(self, b: int, run: _BatchPass, configs: Mapping[str, Hashable]) -> None:
+    def _commit(self, b: int, run: BatchPass, configs: Mapping[str, Hashable]) -> None:
         for key in [k for k in self._store if k[0] == b and k[1] >= run.boundary and k[1] not in run.refreshed]:
             self._drop(key)  # kept under the old plan and not refreshed: stale
         self._traces[b] = Trace(run.mods, run.ends)
@@ -383,7 +333,7 @@ class IncrementalRunner:
         boundaries = [min(firsts) for firsts in ([trace.first[m] for m in mods if m in trace.first] for mods in self._layer_mods.values()) if firsts]
         self._selected = choose_kept(
             np.asarray(trace.ends[:n], dtype=np.int64), self._profile_times[:n], self._profile_sizes[:n],
-            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - 2 * self._largest),
+            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - self.reserved_bytes),
         )
         for key in [k for k in self._store if k[1] not in self._selected]:
             self._drop(key)
@@ -396,5 +346,6 @@ class IncrementalRunner:
             "kept_bytes": self._bytes,
             "budget_bytes": self.budget_bytes,
             "calls_per_batch": 0 if self._traces[0] is None else len(self._traces[0].mods),
-            "reserved_bytes": 2 * self._largest,  # a pass's own working memory, kept out of the budget
+            "reserved_bytes": self.reserved_bytes,  # a pass's own working memory, kept out of the budget
+            "working_bytes_measured": max(self._float_working or 0, self._working) or None,
         }

@@ -168,7 +168,8 @@ class Session:
     def verify(self, path: str | Path) -> Verification:
         """Run an exported file in its own runtime on the eval data, beside the studio's figures."""
         ctx = RunContext(self._scorer.batches, self._scorer.pick, self.input_mode, self.compile)
-        self._m.park()  # the file's own model and the working copy's weights need not both be held
+        self._m.park()  # the file's own model and the working copy's weights need not both be held,
+        self._runner.release()  # nor the kept activations (the studio's own pass below keeps them again)
         try:
             return verify(path, ctx, lambda outputs: self._scorer.score(outputs).metric, self.evaluate)
         finally:

@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
+from .batch_pass import BatchPass
 from .data import Inputs, batch_len, call_model, slice_inputs, to_device
 from .kept import Entry, _leaves
 from .plan import Plan
 from .progress import CancelFn, Cancelled, check
-from .replay import IncrementalRunner, _BatchPass
+from .replay import IncrementalRunner
 
 STACK_BYTES = 512 << 20  # the largest activation a stacked pass may hold: probes are grouped to stay under it
 
@@ -89,7 +90,7 @@ def tile(inputs: Inputs, times: int) -> Inputs:
     return _map_leaves(inputs, rep)
 
 
-class _Recorder(_BatchPass):
+class _Recorder(BatchPass):
     """A pass that runs every call and notes the shapes and dtypes of what each returns."""
 
     def __init__(self, runner: IncrementalRunner) -> None:
@@ -164,7 +165,7 @@ def _survey(runner: IncrementalRunner, input_mode: str) -> Survey:
     return Survey([p[0] for p in pairs], max((p[1] for p in pairs), default=0), "")
 
 
-class _StackedPass(_BatchPass):
+class _StackedPass(BatchPass):
     """One eval batch, tiled: replays the runner's kept outputs tiled, runs the probed layer per setting."""
 
     def __init__(

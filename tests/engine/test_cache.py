@@ -8,6 +8,7 @@ from studio.engine import LayerSpec, Plan, Session
 from studio.engine.cache import WeightCache
 from studio.engine.compress import compress_view
 from studio.engine.memory import release_free_memory
+from studio.engine.verify import verify
 
 
 def _int8(n: int = 1000):
@@ -74,7 +75,7 @@ def test_plans_that_differ_in_activations_share_their_weights(samples, monkeypat
     )
 
 
-def test_verify_parks_the_working_weights_and_the_next_pass_reloads_them(samples, tmp_path):
+def test_verify_parks_the_working_weights_and_kept_activations_and_the_next_pass_reloads_them(samples, tmp_path, monkeypatch):
     sample = samples["digits-mlp"]
     session = Session(sample.model, sample.eval_data)
     plan = Plan.uniform(4)
@@ -84,8 +85,17 @@ def test_verify_parks_the_working_weights_and_the_next_pass_reloads_them(samples
     for name in session.layer_names:  # the working layers point at the float weights again
         weight = session._prepared.modules[name].weight
         assert weight.untyped_storage().data_ptr() == session._prepared.float_views[name].untyped_storage().data_ptr()
+    kept_while_running = []
+
+    def run_file(*args):
+        kept_while_running.append(session._runner.kept_bytes)
+        return verify(*args)
+
+    monkeypatch.setattr("studio.engine.session.verify", run_file)
     check = session.verify(path)
     assert check.metric == check.studio_metric == before.metric
+    assert kept_while_running[0] == 0  # the kept activations were let go while the file ran
+    assert session._runner.kept_bytes > 0  # the studio's own pass kept them again
     assert session.evaluate(plan).metric == before.metric
     assert session.evaluate(plan.with_layer(session.layer_names[-1], bits=8)).timing.mode == "incremental"
 

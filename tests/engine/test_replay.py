@@ -2,6 +2,8 @@
 outputs are bit-identical to a full pass."""
 
 import random
+import sys
+import time
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 import studio
 from studio.engine import Cancelled, Plan, Session
+from studio.engine.memory import PeakSampler
 
 
 def full_pass(session: Session, plan: Plan) -> list[torch.Tensor]:
@@ -232,15 +235,54 @@ def test_a_cancelled_pass_leaves_kept_outputs_consistent(samples):
         assert_identical(session.outputs(plan), reference.outputs(plan))
 
 
-def test_kept_outputs_respect_the_budget(samples):
+class _FixedSampler:
+    """Stands in for PeakSampler: reports ``peaks`` in turn (the last one from then on)."""
+
+    peaks: list[int] = []
+
+    def __init__(self, accounted) -> None:
+        self.peak = _FixedSampler.peaks.pop(0) if len(_FixedSampler.peaks) > 1 else _FixedSampler.peaks[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_kept_outputs_respect_the_budget(samples, monkeypatch):
     sample = samples["digits-resnet"]
-    budget = 4_000_000
+    unlimited = Session(sample.model, sample.eval_data)
+    unlimited.evaluate(Plan.uniform(8))
+    everything = unlimited._runner.kept_bytes
+    monkeypatch.setattr("studio.engine.replay.PeakSampler", _FixedSampler)
+    _FixedSampler.peaks = [1_000_000, 1_000_000, 1_000_000, 3_000_000]  # two profiled batches, then a pass that needs more
+    budget = everything // 2 + 2_000_000
     session = Session(sample.model, sample.eval_data, activation_cache_bytes=budget)
-    for plan in random_walk(session, 6, seed=11, acts=False):
+    assert session._runner.reserved_bytes == 2_000_000  # twice the float passes' working memory
+    for plan in random_walk(session, 6, seed=11, acts=True):
         session.evaluate(plan)
         kept = session._runner.describe()
-        assert kept["kept_bytes"] > 0 and kept["reserved_bytes"] > 0
+        assert kept["kept_bytes"] > 0
         assert kept["kept_bytes"] + kept["reserved_bytes"] <= budget  # a pass's own working memory fits too
+        assert kept["kept_bytes"] < everything  # the budget bites
+    assert session._runner.reserved_bytes == 3_000_000  # a pass measured to need more: the kept set shrank to fit
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the RSS comes from /proc")
+def test_peak_sampler_sees_a_pass_allocate_and_leaves_out_what_is_accounted():
+    held = {"bytes": 0}
+    with PeakSampler(lambda: held["bytes"], interval=0.001) as sampler:
+        block = torch.ones(16 << 20)  # 64 MiB, touched
+        time.sleep(0.02)
+        del block
+    assert sampler.peak is not None and sampler.peak >= 60 << 20
+    with PeakSampler(lambda: held["bytes"], interval=0.001) as accounted:
+        held["bytes"] = 64 << 20  # kept on purpose: not working memory
+        kept = torch.ones(16 << 20)
+        time.sleep(0.02)
+    assert accounted.peak is not None and accounted.peak < 16 << 20
+    del kept
 
 
 def test_session_keeps_at_most_one_extra_copy_of_the_weights():
