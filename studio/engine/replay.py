@@ -11,8 +11,8 @@ to a full pass by construction.
 
 What is kept is chosen after the first (profiled) pass by a greedy that maximises the compute
 skipped, averaged over a change at each layer, within a byte budget less a pass's own working
-memory (measured during the profiled pass: see ``IncrementalRunner.reserved_bytes``), so kept
-outputs and a pass fit the budget together.
+memory (measured: see ``IncrementalRunner.reserved_bytes``), so kept outputs and a pass fit
+the budget together; when a kind of pass needs more room, or less, the choice is made anew.
 A kept output that something modified in place afterwards is detected through the
 tensors' version counters and never handed back; from then on that call's output is kept
 as a private copy and handed back as a fresh copy (a convolution followed by an in-place
@@ -84,8 +84,9 @@ class IncrementalRunner:
         self._store: dict[tuple[int, int], Entry] = {}
         self._bytes = 0
         self._largest = 0  # the largest output of one call
-        self._float_working: int | None = None  # the profiled (float) passes' working memory, measured (CPU, Linux)
-        self._working = 0  # the most working memory any pass was measured to use
+        # the most working memory a pass was measured to use (CPU, Linux), by whether it quantizes activations
+        self._working = {False: 0, True: 0}
+        self._selected_for = 0  # the reserve the kept calls were chosen for
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
         self._copied: set[int] = set()  # calls whose output is modified in place later: kept as copies
@@ -200,6 +201,8 @@ class IncrementalRunner:
     ) -> tuple[list[torch.Tensor], PassInfo]:
         """Outputs of the working model (weights already loaded) for every eval batch."""
         self._acts = {idx: acts[layer] for idx, layer in self._layer_of_module.items() if layer in acts}
+        if self._selected is not None and self.reserved_bytes != self._selected_for:
+            self._select()  # this kind of pass needs another reserve: keep less, or choose more to keep
         self.notes.clear()
         # progress counts module calls when the last pass tells how many there are, else batches
         per_call = all(t is not None for t in self._traces) and self.enabled
@@ -277,24 +280,27 @@ class IncrementalRunner:
             self._run = None
         self._commit(b, run, configs)
         self._outputs[b] = out
-        peak = sampler.peak if isinstance(sampler, PeakSampler) else None
         if self._selected is None:
             self._profile(run)
-            if peak is not None:
-                self._float_working = max(self._float_working or 0, peak)
-        elif peak is not None and peak > self._working:
-            self._working = peak
-            if self._bytes > self.budget_bytes - self.reserved_bytes:  # this plan's passes need more: keep less
-                self._select()
+        peak = sampler.peak if isinstance(sampler, PeakSampler) else None
+        kind = bool(self._acts)
+        if peak is not None and peak > self._working[kind]:
+            self._working[kind] = peak
+            if self._selected is not None and self.reserved_bytes != self._selected_for:
+                self._select()  # passes like this one need more room: keep less
         return run
 
     @property
     def reserved_bytes(self) -> int:
-        """What the budget keeps free for a pass's own working memory: twice what the float
-        passes were measured to use (a plan that quantizes activations holds a quantized copy
-        beside each float one), or twice the largest output of one call where nothing could be
-        measured; more if a later pass was measured to use more."""
-        return max(2 * (self._float_working or self._largest), self._working)
+        """What the budget keeps free for the working memory of a pass of the current plan:
+        the most that passes of its kind (activations quantized or not) were measured to use.
+        Before a pass that quantizes activations was measured, twice the float passes' (it
+        holds a quantized copy beside each float tensor); where nothing could be measured
+        (no ``/proc``, or a GPU), twice the largest output of one call."""
+        floor = 2 * self._largest
+        if self._acts:
+            return max(self._working[True] or 2 * self._working[False], floor)
+        return max(self._working[False], floor)
 
     def _profile(self, run: BatchPass) -> None:
         """Add a profiled pass's call times and output sizes (summed over batches, by call index)."""
@@ -324,7 +330,10 @@ class IncrementalRunner:
 
     # -- choosing what to keep ---------------------------------------------------------------
     def _select(self) -> None:
-        """After the profiled pass: choose the calls to keep, and drop the other kept outputs."""
+        """Choose the calls to keep within the budget less the current reserve, and drop the
+        other kept outputs: after the profiled pass, and whenever the reserve changes (calls
+        chosen anew are kept as passes compute them)."""
+        self._selected_for = self.reserved_bytes
         trace = self._traces[0]
         if trace is None or self._profile_times is None:
             self._selected = set()
@@ -333,7 +342,7 @@ class IncrementalRunner:
         boundaries = [min(firsts) for firsts in ([trace.first[m] for m in mods if m in trace.first] for mods in self._layer_mods.values()) if firsts]
         self._selected = choose_kept(
             np.asarray(trace.ends[:n], dtype=np.int64), self._profile_times[:n], self._profile_sizes[:n],
-            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - self.reserved_bytes),
+            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - self._selected_for),
         )
         for key in [k for k in self._store if k[1] not in self._selected]:
             self._drop(key)
@@ -347,5 +356,5 @@ class IncrementalRunner:
             "budget_bytes": self.budget_bytes,
             "calls_per_batch": 0 if self._traces[0] is None else len(self._traces[0].mods),
             "reserved_bytes": self.reserved_bytes,  # a pass's own working memory, kept out of the budget
-            "working_bytes_measured": max(self._float_working or 0, self._working) or None,
+            "working_bytes_measured": {"float": self._working[False], "quantized activations": self._working[True]},
         }

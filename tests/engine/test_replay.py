@@ -4,6 +4,7 @@ outputs are bit-identical to a full pass."""
 import random
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -236,12 +237,12 @@ def test_a_cancelled_pass_leaves_kept_outputs_consistent(samples):
 
 
 class _FixedSampler:
-    """Stands in for PeakSampler: reports ``peaks`` in turn (the last one from then on)."""
+    """Stands in for PeakSampler: each pass batch reports ``peak()``."""
 
-    peaks: list[int] = []
+    peak_fn: Callable[[], int] = staticmethod(lambda: 0)
 
     def __init__(self, accounted) -> None:
-        self.peak = _FixedSampler.peaks.pop(0) if len(_FixedSampler.peaks) > 1 else _FixedSampler.peaks[0]
+        self.peak = _FixedSampler.peak_fn()
 
     def __enter__(self):
         return self
@@ -256,17 +257,35 @@ def test_kept_outputs_respect_the_budget(samples, monkeypatch):
     unlimited.evaluate(Plan.uniform(8))
     everything = unlimited._runner.kept_bytes
     monkeypatch.setattr("studio.engine.replay.PeakSampler", _FixedSampler)
-    _FixedSampler.peaks = [1_000_000, 1_000_000, 1_000_000, 3_000_000]  # two profiled batches, then a pass that needs more
-    budget = everything // 2 + 2_000_000
+    mb = 1 << 20
+    runner = None
+    quantized_batches = []
+
+    def peak() -> int:  # float passes need 4 MiB, the first batch that quantizes activations 11, later ones 10
+        if runner is None or not runner._acts:
+            return 4 * mb
+        quantized_batches.append(1)
+        return 11 * mb if len(quantized_batches) == 1 else 10 * mb
+
+    monkeypatch.setattr(_FixedSampler, "peak_fn", staticmethod(peak))
+    budget = everything // 2 + 11 * mb
     session = Session(sample.model, sample.eval_data, activation_cache_bytes=budget)
-    assert session._runner.reserved_bytes == 2_000_000  # twice the float passes' working memory
+    runner = session._runner
+    assert runner.reserved_bytes == 4 * mb  # what the float passes were measured to use
+    session.evaluate(Plan.uniform(8))
+    float_kept = runner.kept_bytes
+    assert 0 < float_kept <= budget - 4 * mb and float_kept < everything  # the budget bites
+    acts = Plan.uniform(8, act_bits=8)
+    session.evaluate(acts)
+    assert runner.reserved_bytes == 11 * mb  # measured, where twice the float passes' (8 MiB) was assumed before
+    assert 0 < runner.kept_bytes <= budget - 11 * mb
     for plan in random_walk(session, 6, seed=11, acts=True):
         session.evaluate(plan)
-        kept = session._runner.describe()
-        assert kept["kept_bytes"] > 0
+        kept = runner.describe()
         assert kept["kept_bytes"] + kept["reserved_bytes"] <= budget  # a pass's own working memory fits too
-        assert kept["kept_bytes"] < everything  # the budget bites
-    assert session._runner.reserved_bytes == 3_000_000  # a pass measured to need more: the kept set shrank to fit
+    session.evaluate(Plan.uniform(8).with_layer(session.layer_names[-1], bits=4))  # float activations again
+    session.evaluate(Plan.uniform(8).with_layer(session.layer_names[-1], bits=5))
+    assert runner.reserved_bytes == 4 * mb and runner.kept_bytes == float_kept  # room again: kept as before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the RSS comes from /proc")
