@@ -8,7 +8,8 @@ Prints, as rows of ``name  value  unit``:
   Huffman, and int4 50% pruned): ms, and the peak extra resident memory (Linux only);
 - ns per weight of int8 (``compress_view``, min-max), MSE clipping (``choose_params``)
   and k-means (``kmeans_1d``, 32 clusters) on a 4096x4096 and a 512x(512*3*3) weight,
-  and the ratio of each to int8; also ``compress_view`` with MSE and with k-means;
+  and the ratio of each to int8; also ``compress_view`` with MSE, with k-means, and as the
+  deep-compression preset's dense layers (30% pruned, 5-bit k-means, Huffman);
 - ms per activation tensor for the KL and MSE range methods (2048-bin histograms);
 - ms of ``compress_view`` for a 768x3072 layer at int8, int4 with 50% pruning and
   5-bit k-means, and the bytes per weight that the cached result holds.
@@ -146,6 +147,7 @@ def per_weight(shapes: list[tuple[int, int]], repeats: int) -> None:
             "kmeans_1d k=32": lambda w=w: kmeans_1d(w.reshape(-1), 32),
             "mse compress_view int8": lambda w=w: compress_view(w, LayerSpec(bits=8, clip="mse"), True, 0),
             "k-means compress_view 5-bit": lambda w=w: compress_view(w, LayerSpec(bits=5, cluster=True), True, 0),
+            "deep-compression compress_view": lambda w=w: compress_view(w, LayerSpec(bits=5, prune=0.3, cluster=True), True, 0),
         }
         times = {k: [] for k in fns}
         for _ in range(repeats):  # interleaved, so that the machine's load falls on all alike

@@ -17,6 +17,7 @@ EXPECTED = [
     "kmeans_1d k=32",
     "mse compress_view int8",
     "k-means compress_view 5-bit",
+    "deep-compression compress_view",
     "range_kl per tensor",
     "range_mse per tensor",
     "compress_view 96x384 int8",
