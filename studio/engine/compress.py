@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -130,7 +131,20 @@ def code_symbols(codes: torch.Tensor, qmin: int) -> torch.Tensor:
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float | None:
     """Signal-to-quantization-noise ratio in dB; None when the approximation is exact."""
-    noise = float(torch.nn.functional.mse_loss(approx, reference, reduction="sum"))  # one fused pass
+    return _sqnr_rows(reference, lambda r0, r1: approx[r0:r1])
+
+
+SQNR_CHUNK = 1 << 18  # weights decoded at a time to measure the noise: they stay in the CPU's cache
+
+
+def _sqnr_rows(reference: torch.Tensor, decode: Callable[[int, int], torch.Tensor]) -> float | None:
+    """``sqnr_db`` of ``reference`` (rows, cols) against ``decode(r0, r1)``, its rows ``r0:r1``
+    decoded, a few rows at a time: the approximation is never held whole."""
+    rows = int(reference.shape[0])
+    step = max(1, SQNR_CHUNK // max(1, reference[0].numel())) if rows else 1
+    noise = 0.0
+    for r0 in range(0, rows, step):
+        noise += float(torch.nn.functional.mse_loss(decode(r0, r0 + step), reference[r0 : r0 + step], reduction="sum"))
     flat = reference.reshape(-1)
     signal = float(torch.dot(flat, flat))
     if noise == 0.0 or signal == 0.0:
@@ -161,11 +175,9 @@ def compress_view(
     half = spec.param_dtype == "float16"  # scales and codebooks rounded to float16 before dequantizing
 
     if spec.bits is None:
-        dequant = pruned  # derived again on use: the float weights, masked
         stream = StreamSpec(shape, width=float_width)
         scale_bytes = 0
     elif spec.bits == 16:
-        dequant = pruned.to(torch.float16).to(torch.float32)  # derived again on use: a cast is cheap
         stream = StreamSpec(shape, width=16)
         scale_bytes = 0
     elif spec.cluster:
@@ -174,7 +186,6 @@ def compress_view(
         zero_at = zero_code(codebook) if keep is not None else 0
         codebook = half_values(codebook, "codebook value") if half else codebook
         codes = index.reshape(view.shape)
-        dequant = shared_values(codebook, codes)
         stream = StreamSpec(shape, width=spec.bits, alphabet=k, symbols=codes, zero_symbol=np.full(view.shape[0], zero_at))
         scale_bytes = param_width(spec.param_dtype) * k
     else:
@@ -184,7 +195,6 @@ def compress_view(
         if half:
             uniform = UniformParams(half_scales(uniform.scale), uniform.zero_point, uniform.qmin, uniform.qmax)
         qcodes = quantize_codes(qview, uniform)
-        dequant = dequantize_codes(qcodes, uniform).reshape(view.shape)
         codes = qcodes.reshape(view.shape)
         zero = uniform.zero_point.numpy()
         zero_per_row = zero if per_channel else np.full(view.shape[0], zero[0])
@@ -201,26 +211,29 @@ def compress_view(
     size = encode_size(stream, keep, huffman=huffman, scale_bytes=scale_bytes, other_bytes=other_bytes)
     if uniform is not None:
         stream.symbols = None  # they follow from the codes (``CompressedWeight.stream``)
-    return CompressedWeight(
-        spec=spec,
-        float_view=view,
-        keep=keep,
-        codes=codes,
-        uniform=uniform,
-        codebook=codebook,
-        size=size,
-        sqnr_db=sqnr_db(view, dequant),
-        stream_spec=stream,
+    result = CompressedWeight(
+        spec=spec, float_view=view, keep=keep, codes=codes, uniform=uniform, codebook=codebook, size=size, sqnr_db=None, stream_spec=stream
     )
+    result.sqnr_db = _sqnr_rows(view, lambda r0, r1: decode_rows(result, r0, r1))
+    return result
 
 
 def dequantize(result: CompressedWeight) -> torch.Tensor:
     """The float32 weights (channel view) that ``result``'s stored form decodes to."""
-    codes = result.codes
+    return decode_rows(result, 0, int(result.float_view.shape[0]))
+
+
+def decode_rows(result: CompressedWeight, r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` of ``dequantize(result)``."""
+    codes = None if result.codes is None else result.codes[r0:r1]
     if codes is not None and result.codebook is not None:
         return shared_values(result.codebook, codes)
     if codes is not None and result.uniform is not None:
-        rows = codes if result.spec.granularity == "channel" else codes.reshape(1, -1)
-        return dequantize_codes(rows, result.uniform).reshape(codes.shape)
-    weights = result.float_view if result.keep is None else result.float_view * result.keep
+        u = result.uniform
+        if result.spec.granularity != "channel":  # one scale for the whole tensor
+            return dequantize_codes(codes.reshape(1, -1), u).reshape(codes.shape)
+        return dequantize_codes(codes, UniformParams(u.scale[r0:r1], u.zero_point[r0:r1], u.qmin, u.qmax))
+    whole = r0 == 0 and r1 >= result.float_view.shape[0]
+    weights = result.float_view if whole else result.float_view[r0:r1]  # float weights: the tensor itself
+    weights = weights if result.keep is None else weights * result.keep[r0:r1]
     return weights.to(torch.float16).to(torch.float32) if result.spec.bits == 16 else weights
