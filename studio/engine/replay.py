@@ -293,14 +293,12 @@ class IncrementalRunner:
     @property
     def reserved_bytes(self) -> int:
         """What the budget keeps free for the working memory of a pass of the current plan:
-        the most that passes of its kind (activations quantized or not) were measured to use.
-        Before a pass that quantizes activations was measured, twice the float passes' (it
-        holds a quantized copy beside each float tensor); where nothing could be measured
-        (no ``/proc``, or a GPU), twice the largest output of one call."""
-        floor = 2 * self._largest
-        if self._acts:
-            return max(self._working[True] or 2 * self._working[False], floor)
-        return max(self._working[False], floor)
+        the most that passes of its kind (activations quantized or not) were measured to use,
+        the float passes' until a pass that quantizes activations was measured, and at least
+        twice the largest output of one call (all there is where nothing can be measured: no
+        ``/proc``, or a GPU)."""
+        measured = (self._working[True] if self._acts else 0) or self._working[False]
+        return max(measured, 2 * self._largest)
 
     def _profile(self, run: BatchPass) -> None:
         """Add a profiled pass's call times and output sizes (summed over batches, by call index)."""

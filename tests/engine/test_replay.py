@@ -277,7 +277,7 @@ def test_kept_outputs_respect_the_budget(samples, monkeypatch):
     assert 0 < float_kept <= budget - 4 * mb and float_kept < everything  # the budget bites
     acts = Plan.uniform(8, act_bits=8)
     session.evaluate(acts)
-    assert runner.reserved_bytes == 11 * mb  # measured, where twice the float passes' (8 MiB) was assumed before
+    assert runner.reserved_bytes == 11 * mb  # measured, where the float passes' 4 MiB was assumed before
     assert 0 < runner.kept_bytes <= budget - 11 * mb
     for plan in random_walk(session, 6, seed=11, acts=True):
         session.evaluate(plan)
