@@ -26,6 +26,27 @@ from .quantize import UniformParams, choose_params, dequantize_codes, quantize_c
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class PackedMask:
+    """A boolean (rows, cols) mask, eight entries a byte, row by row (rows unpack alone)."""
+
+    bits: np.ndarray  # (rows, ceil(cols / 8)) uint8
+    cols: int
+
+    @classmethod
+    def of(cls, mask: torch.Tensor | None) -> PackedMask | None:
+        if mask is None:
+            return None
+        return cls(np.packbits(mask.numpy(), axis=1), int(mask.shape[1]))
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        """Rows ``r0:r1`` as a bool tensor."""
+        return torch.from_numpy(np.unpackbits(self.bits[r0:r1], axis=1, count=self.cols).view(np.bool_))
+
+    def unpack(self) -> torch.Tensor:
+        return self.rows(0, len(self.bits))
+
+
 @dataclass
 class CompressedWeight:
     """The result of compressing one weight: what would be stored, and bytes for the report.
@@ -41,7 +62,7 @@ class CompressedWeight:
 
     spec: LayerSpec
     float_view: torch.Tensor
-    keep: torch.Tensor | None
+    keep_bits: PackedMask | None  # the pruning mask (True = kept), packed; ``keep`` unpacks it
     codes: torch.Tensor | None  # integer codes (channel view), None for float layers
     uniform: UniformParams | None
     codebook: torch.Tensor | None
@@ -49,6 +70,11 @@ class CompressedWeight:
     sqnr_db: float | None
     stream_spec: StreamSpec | None = None  # symbols None where they follow from the uniform codes
     held: torch.Tensor | None = None  # a dequantized view held as is (e.g. channels cut for ONNX); None: derived
+
+    @property
+    def keep(self) -> torch.Tensor | None:
+        """The pruning mask (channel view, True = kept), or None when nothing was pruned."""
+        return None if self.keep_bits is None else self.keep_bits.unpack()
 
     @property
     def dequant_view(self) -> torch.Tensor:
@@ -69,7 +95,8 @@ class CompressedWeight:
     def nbytes(self) -> int:
         """Bytes of every tensor and array this result holds, each storage counted once,
         the float weights it was made from (``float_view``, the session's own) excepted."""
-        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.keep, self.codes, self.codebook]
+        held: list[torch.Tensor | np.ndarray | None] = [self.held, self.codes, self.codebook]
+        held += [None if self.keep_bits is None else self.keep_bits.bits]
         if self.uniform is not None:
             held += [self.uniform.scale, self.uniform.zero_point]
         if self.stream_spec is not None:
@@ -91,14 +118,16 @@ class CompressedWeight:
 
     @property
     def sparsity(self) -> float:
-        return 0.0 if self.keep is None else 1.0 - float(self.keep.float().mean())
+        keep = self.keep
+        return 0.0 if keep is None else 1.0 - float(keep.count_nonzero()) / max(1, keep.numel())
 
     @property
     def prune_threshold(self) -> float | None:
         """The largest magnitude that was pruned (None when nothing was)."""
-        if self.keep is None or bool(self.keep.all()):
+        keep = self.keep
+        if keep is None or bool(keep.all()):
             return None
-        return float(self.float_view[~self.keep].abs().max())
+        return float(self.float_view[~keep].abs().max())
 
     # what a writer needs of a quantized layer; a layer of another kind lacks it
     def need_codes(self) -> torch.Tensor:
@@ -212,7 +241,8 @@ def compress_view(
     if uniform is not None:
         stream.symbols = None  # they follow from the codes (``CompressedWeight.stream``)
     result = CompressedWeight(
-        spec=spec, float_view=view, keep=keep, codes=codes, uniform=uniform, codebook=codebook, size=size, sqnr_db=None, stream_spec=stream
+        spec=spec, float_view=view, keep_bits=PackedMask.of(keep), codes=codes, uniform=uniform, codebook=codebook, size=size,
+        sqnr_db=None, stream_spec=stream
     )
     result.sqnr_db = _sqnr_rows(view, lambda r0, r1: decode_rows(result, r0, r1))
     return result
@@ -235,5 +265,5 @@ def decode_rows(result: CompressedWeight, r0: int, r1: int) -> torch.Tensor:
         return dequantize_codes(codes, UniformParams(u.scale[r0:r1], u.zero_point[r0:r1], u.qmin, u.qmax))
     whole = r0 == 0 and r1 >= result.float_view.shape[0]
     weights = result.float_view if whole else result.float_view[r0:r1]  # float weights: the tensor itself
-    weights = weights if result.keep is None else weights * result.keep[r0:r1]
+    weights = weights if result.keep_bits is None else weights * result.keep_bits.rows(r0, r1)
     return weights.to(torch.float16).to(torch.float32) if result.spec.bits == 16 else weights

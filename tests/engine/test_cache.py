@@ -105,3 +105,15 @@ def test_freed_memory_can_be_given_back():
     x = [torch.empty(1 << 20) for _ in range(8)]
     del x
     assert release_free_memory() is True  # Linux (glibc) is where the tests run
+
+
+def test_a_pruning_mask_is_held_as_bits_and_unpacks_row_by_row():
+    torch.manual_seed(0)
+    w = torch.randn(37, 301)
+    r = compress_view(w, LayerSpec(bits=4, prune=0.4), huffman=True, other_bytes=0)
+    keep = w.abs() > w.abs().flatten().kthvalue(round(0.4 * w.numel())).values
+    assert torch.equal(r.keep, keep)
+    assert r.keep_bits.bits.nbytes == 37 * 38  # a bit a weight, rows padded to whole bytes
+    assert torch.equal(r.keep_bits.rows(5, 9), keep[5:9])
+    float_pruned = compress_view(w, LayerSpec(bits=None, prune=0.4), huffman=True, other_bytes=0)
+    assert torch.equal(float_pruned.dequant_view, w * keep)  # decoded through the packed rows

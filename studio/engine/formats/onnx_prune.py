@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..activations import fake_quant
+from ..compress import PackedMask
 from .onnx_graph import Graph
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _slice_rows(result: CompressedWeight, keep: torch.Tensor) -> CompressedWeigh
     return dataclasses.replace(
         result,
         float_view=result.float_view[keep], held=result.dequant_view[keep],
-        keep=None if result.keep is None else result.keep[keep],
+        keep_bits=None if result.keep is None else PackedMask.of(result.keep[keep]),
         codes=None if result.codes is None else result.codes[keep], uniform=uniform,
     )
 
@@ -94,7 +95,7 @@ def _slice_inputs(result: CompressedWeight, channels: int, keep: torch.Tensor) -
 
     return dataclasses.replace(
         result, float_view=cut(result.float_view), held=cut(result.dequant_view),
-        keep=None if result.keep is None else cut(result.keep), codes=None if result.codes is None else cut(result.codes),
+        keep_bits=None if result.keep is None else PackedMask.of(cut(result.keep)), codes=None if result.codes is None else cut(result.codes),
     )
 
 
