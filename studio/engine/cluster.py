@@ -43,6 +43,8 @@ def kmeans_1d(
     """
     values = values.detach().to(torch.float32).flatten()
     if keep is not None:
+        if not pin_zero:
+            raise ValueError("kmeans_1d with a keep mask needs pin_zero=True: the pruned weights go to the zero centroid")
         return _kmeans_kept(values, k, iters, keep.reshape(-1))
     return _kmeans(values, k, iters, pin_zero)
 
@@ -57,7 +59,7 @@ def _kmeans_kept(values: torch.Tensor, k: int, iters: int, keep: torch.Tensor) -
         index[keep] = kept_index
         return centroids, index
     # lo < 0 < hi: both come from kept values, so the grid is the kept values' own
-    return _kmeans(values, k, iters, True, excluded_zeros=values.numel() - n_kept)
+    return _kmeans(values, k, iters, True, excluded_zeros=values.numel() - n_kept, bounds=(lo, hi))
 
 
 def zero_code(codebook: torch.Tensor) -> int:
@@ -65,12 +67,17 @@ def zero_code(codebook: torch.Tensor) -> int:
     return int(torch.nonzero(codebook == 0)[0, 0])
 
 
-def _kmeans(values: torch.Tensor, k: int, iters: int, pin_zero: bool, excluded_zeros: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _kmeans(
+    values: torch.Tensor, k: int, iters: int, pin_zero: bool, excluded_zeros: int = 0, bounds: tuple[float, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``kmeans_1d`` of flat float32 ``values``, of which ``excluded_zeros`` zeros are not data
-    (they leave the histogram; only the histogram path takes them)."""
+    (they leave the histogram; only the histogram path takes them); ``bounds``: their min and
+    max where the caller has them."""
     n = values.numel()
     free = k - 1 if pin_zero else k
-    if n == 0:
+    if bounds is not None:
+        lo, hi = bounds
+    elif n == 0:
         lo = hi = 0.0
     else:
         lo_t, hi_t = torch.aminmax(values)

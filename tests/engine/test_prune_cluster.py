@@ -114,3 +114,8 @@ def test_kmeans_over_a_keep_mask_equals_clustering_the_kept_values(case):
     ref_centroids, ref_index = _gathered(pruned, keep, 32)
     assert torch.equal(centroids, ref_centroids)
     assert torch.equal(index, ref_index)
+
+
+def test_kmeans_over_a_keep_mask_needs_the_pinned_zero():
+    with pytest.raises(ValueError, match="pin_zero=True"):
+        kmeans_1d(torch.randn(100), 4, keep=torch.ones(100, dtype=torch.bool))
