@@ -40,6 +40,7 @@ from .memory import PeakSampler, release_free_memory
 from .progress import CancelFn, Cancelled, ProgressFn
 
 DEFAULT_BUDGET = 1 << 30
+SAMPLED_SHARE = 32  # later passes are measured while the float pass needed at least 1/32 of the budget
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class IncrementalRunner:
             release_free_memory()  # freed heap pages would hide the pass's working memory from the sampler
         run = BatchPass(self, b, bound, cancel, tick)
         self._run = run
-        sampler = PeakSampler(lambda: self._bytes) if self.device.type == "cpu" else nullcontext()
+        sampler = PeakSampler(lambda: self._bytes) if self._sampling() else nullcontext()
         try:
             with torch.no_grad(), sampler:
                 raw = call_model(self.model, to_device(inputs, self.device), self.input_mode)
@@ -289,6 +290,13 @@ class IncrementalRunner:
             if self._selected is not None and self.reserved_bytes != self._selected_for:
                 self._select()  # passes like this one need more room: keep less
         return run
+
+    def _sampling(self) -> bool:
+        """Whether to measure this pass's working memory: on the CPU, in the profiled passes,
+        and in later ones while it is a fair part of the budget (a thread per batch costs ~1 ms)."""
+        if self.device.type != "cpu":
+            return False
+        return self._selected is None or max(self._working.values()) * SAMPLED_SHARE >= self.budget_bytes
 
     @property
     def reserved_bytes(self) -> int:

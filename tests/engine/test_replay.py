@@ -319,3 +319,14 @@ def test_session_keeps_at_most_one_extra_copy_of_the_weights():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     session.evaluate(Plan.uniform(2, prune=0.5))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_later_passes_are_measured_only_while_their_working_memory_matters(samples, monkeypatch):
+    sample = samples["digits-mlp"]
+    monkeypatch.setattr("studio.engine.replay.PeakSampler", _FixedSampler)
+    monkeypatch.setattr(_FixedSampler, "peak_fn", staticmethod(lambda: 1 << 20))  # 1 MiB a pass
+    small = Session(sample.model, sample.eval_data)  # 1 GiB: 1 MiB is no part of it
+    tight = Session(sample.model, sample.eval_data, activation_cache_bytes=16 << 20)
+    assert small._runner.reserved_bytes >= 1 << 20 and tight._runner.reserved_bytes >= 1 << 20  # both measured
+    assert not small._runner._sampling()  # a thread per batch would cost more than it tells
+    assert tight._runner._sampling()
