@@ -33,7 +33,7 @@ class Verification:
     studio_metric: float  # the studio's figure for the same plan
     file_bytes: int
     estimated_bytes: int  # the studio's size_bytes for the plan
-    latency_ms: float  # one pass over the eval set, median of 3
+    latency_ms: float  # one pass over the eval set, median of up to 3 timed passes (``formats.base.time_passes``)
     float_latency_ms: float  # the float model in the same runtime
 
     @property

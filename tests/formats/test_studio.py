@@ -109,3 +109,20 @@ def test_pruned_layers_with_wide_gaps_are_the_reported_size(tmp_path, spec):
     with torch.no_grad():
         assert torch.equal(loaded[0].weight, session.compressed_model(plan)[0].weight)
         assert torch.equal(loaded(data[0]), session.compressed_model(plan)(data[0]))
+
+
+def test_timing_runs_up_to_three_passes_and_fewer_when_they_are_slow(monkeypatch):
+    from studio.engine.formats import base
+
+    calls = []
+
+    def run():
+        calls.append(1)
+        return []
+
+    base.time_passes(run)
+    assert len(calls) == 1 + base.REPEATS  # the scored pass, then the timed ones
+    calls.clear()
+    monkeypatch.setattr(base, "TIMING_BUDGET_S", 0.0)  # every pass is over budget: one timed pass
+    outputs, ms = base.time_passes(run)
+    assert len(calls) == 2 and ms >= 0.0
