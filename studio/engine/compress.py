@@ -32,12 +32,13 @@ class PackedMask:
 
     bits: np.ndarray  # (rows, ceil(cols / 8)) uint8
     cols: int
+    kept: int  # how many entries are True (reports need it on every evaluate: no unpacking)
 
     @classmethod
     def of(cls, mask: torch.Tensor | None) -> PackedMask | None:
         if mask is None:
             return None
-        return cls(np.packbits(mask.numpy(), axis=1), int(mask.shape[1]))
+        return cls(np.packbits(mask.numpy(), axis=1), int(mask.shape[1]), int(mask.count_nonzero()))
 
     def rows(self, r0: int, r1: int) -> torch.Tensor:
         """Rows ``r0:r1`` as a bool tensor."""
@@ -118,8 +119,8 @@ class CompressedWeight:
 
     @property
     def sparsity(self) -> float:
-        keep = self.keep
-        return 0.0 if keep is None else 1.0 - float(keep.count_nonzero()) / max(1, keep.numel())
+        mask = self.keep_bits
+        return 0.0 if mask is None else 1.0 - mask.kept / max(1, self.float_view.numel())
 
     @property
     def prune_threshold(self) -> float | None:

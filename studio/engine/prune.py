@@ -32,14 +32,10 @@ def is_prune_method(method: str) -> bool:
     return method in PRUNERS or parse_nm(method) is not None
 
 
-def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th smallest (1-based) of non-negative finite float32 ``values``: exactly
-    ``torch.kthvalue(values, k).values``, in a few linear passes instead of a selection."""
-    return kth_smallest_counted(values, k)[0]
-
-
 def kth_smallest_counted(values: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
-    """``kth_smallest`` and how many values are below it and equal to it.
+    """The ``k``-th smallest (1-based) of non-negative finite float32 ``values`` (exactly
+    ``torch.kthvalue(values, k).values``, in a few linear passes instead of a selection),
+    and how many values are below it and equal to it.
 
     Non-negative float32 values order as their int32 bit patterns, so a histogram of the
     top 16 bits finds the bucket holding the k-th value, and only that bucket is searched

@@ -40,7 +40,7 @@ from .memory import PeakSampler, release_free_memory
 from .progress import CancelFn, Cancelled, ProgressFn
 
 DEFAULT_BUDGET = 1 << 30
-SAMPLED_SHARE = 32  # later passes are measured while the float pass needed at least 1/32 of the budget
+SAMPLED_SHARE = 32  # later passes are measured while some pass was measured to need at least 1/32 of the budget
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def test_a_pruning_mask_is_held_as_bits_and_unpacks_row_by_row():
     r = compress_view(w, LayerSpec(bits=4, prune=0.4), huffman=True, other_bytes=0)
     keep = w.abs() > w.abs().flatten().kthvalue(round(0.4 * w.numel())).values
     assert torch.equal(r.keep, keep)
+    assert r.sparsity == 1 - int(keep.sum()) / keep.numel()  # from the count packed beside the bits
     assert r.keep_bits.bits.nbytes == 37 * 38  # a bit a weight, rows padded to whole bytes
     assert torch.equal(r.keep_bits.rows(5, 9), keep[5:9])
     float_pruned = compress_view(w, LayerSpec(bits=None, prune=0.4), huffman=True, other_bytes=0)
