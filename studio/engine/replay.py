@@ -36,7 +36,7 @@ from .batch_pass import BatchPass, WeightUses
 from .data import Batch, call_model, slice_inputs, to_device
 from .hooks import ActPair, quantize_input, quantize_output
 from .kept import INF, Entry, Trace, choose_kept
-from .memory import PeakSampler, release_free_memory
+from .memory import PeakSampler, mapped_blocks, release_free_memory
 from .progress import CancelFn, Cancelled, ProgressFn
 
 DEFAULT_BUDGET = 1 << 30
@@ -220,25 +220,26 @@ class IncrementalRunner:
                 last_pct = pct
                 progress(done + counter, total)
 
-        for b, (inputs, _) in enumerate(self.batches):
-            trace = self._traces[b]
-            bound = self.boundary(b, configs)
-            cached = self._outputs[b]
-            if bound >= INF and cached is not None and trace is not None:  # nothing this batch sees changed
-                outputs.append(cached)
-                calls += len(trace.mods)
-                replayed += len(trace.mods)
-            else:
-                if cancel is not None and cancel():
-                    raise Cancelled("cancelled")
-                run = self._run_batch(b, bound, inputs, configs, cancel, tick)
-                outputs.append(self._outputs[b])  # type: ignore[arg-type]
-                calls += len(run.mods)
-                computed += run.computed
-                replayed += run.replayed
-            done += (len(trace.mods) if trace is not None else 0) if per_call else 1
-            if progress is not None and not per_call:
-                progress(done, total)
+        with mapped_blocks():
+            for b, (inputs, _) in enumerate(self.batches):
+                trace = self._traces[b]
+                bound = self.boundary(b, configs)
+                cached = self._outputs[b]
+                if bound >= INF and cached is not None and trace is not None:  # nothing this batch sees changed
+                    outputs.append(cached)
+                    calls += len(trace.mods)
+                    replayed += len(trace.mods)
+                else:
+                    if cancel is not None and cancel():
+                        raise Cancelled("cancelled")
+                    run = self._run_batch(b, bound, inputs, configs, cancel, tick)
+                    outputs.append(self._outputs[b])  # type: ignore[arg-type]
+                    calls += len(run.mods)
+                    computed += run.computed
+                    replayed += run.replayed
+                done += (len(trace.mods) if trace is not None else 0) if per_call else 1
+                if progress is not None and not per_call:
+                    progress(done, total)
         if progress is not None and per_call:
             progress(total, total)
         if self._selected is None and self.enabled:

@@ -12,7 +12,7 @@ from torch import nn
 
 import studio
 from studio.engine import Cancelled, Plan, Session
-from studio.engine.memory import PeakSampler
+from studio.engine.memory import PeakSampler, mapped_blocks, resident_bytes
 
 
 def full_pass(session: Session, plan: Plan) -> list[torch.Tensor]:
@@ -302,6 +302,38 @@ def test_peak_sampler_sees_a_pass_allocate_and_leaves_out_what_is_accounted():
         time.sleep(0.02)
     assert accounted.peak is not None and accounted.peak < 16 << 20
     del kept
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc, the RSS from /proc")
+def test_blocks_freed_during_a_pass_leave_the_resident_set():
+    with mapped_blocks():
+        pass  # on the way out the heap's threshold is 32 MiB: an 8 MiB block would stay in the heap
+    with mapped_blocks() as told:
+        with mapped_blocks():
+            pass  # nested: the outer one still holds
+        before = resident_bytes()
+        block = torch.ones(2 << 20)  # 8 MiB, touched
+        during = resident_bytes()
+        del block
+        after = resident_bytes()
+    assert told is True
+    assert before is not None and during is not None and after is not None
+    assert during - before >= 7 << 20
+    assert after - before < 1 << 20  # unmapped on free, not left in the heap
+
+
+def test_every_pass_runs_with_mapped_blocks(samples, monkeypatch):
+    entered = []
+    real = mapped_blocks
+
+    def spy():  # noqa: ANN202
+        entered.append(1)
+        return real()
+
+    monkeypatch.setattr("studio.engine.replay.mapped_blocks", spy)
+    session = Session(samples["digits-mlp"].model, samples["digits-mlp"].eval_data)
+    session.evaluate(Plan.uniform(8))
+    assert len(entered) == 2  # the profiled float pass and the int8 one
 
 
 def test_session_keeps_at_most_one_extra_copy_of_the_weights():
