@@ -157,6 +157,19 @@ def default_output(outputs: Any) -> torch.Tensor:
     )
 
 
+def input_bytes(batches: Iterable[Batch]) -> int:
+    """Bytes of the tensors these batches hold (inputs and targets), each storage counted once
+    (batches sliced from one tensor share it)."""
+    storages: dict[int, int] = {}
+    for inputs, targets in batches:
+        tensors = list(inputs.values()) if isinstance(inputs, Mapping) else [inputs]
+        for t in [*tensors, targets]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 def describe_inputs(inputs: Inputs) -> str:
     if isinstance(inputs, torch.Tensor):
         return f"a tensor of shape {tuple(inputs.shape)} ({inputs.dtype})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from .cache import WeightCache
 from .calibrate import ActPair, Calibrator
 from .compiled import CompressedModel
 from .compress import CompressedWeight
-from .data import slice_inputs
+from .data import Batch, input_bytes, slice_inputs
 from .errors import StudioError
 from .formats.studio import container_bytes
 from .memory import release_free_memory
@@ -30,8 +31,34 @@ from .progress import CancelFn, ProgressFn, check
 from .replay import IncrementalRunner
 from .report import LayerReport, Report, Timing
 from .scorer import Scorer
+from .workers import on_one_thread, side_by_side
 
 Configs = dict[str, tuple[LayerSpec, ActPair | None]]
+WEIGHT_ALLOWANCE = 1.5  # x the float model, besides the user's own: a dequantized working copy, and half again for codes
+MIN_CACHE_BYTES = 64 << 20
+
+
+def default_cache_bytes(float_bytes: int) -> int:
+    """The compressed-weight cache's budget unless the user gives one: the allowance's half for codes."""
+    return max(float_bytes // 2, MIN_CACHE_BYTES)
+
+
+class HeldBytes:
+    """What the activation budget also has to hold, besides kept outputs and a pass's working
+    memory: the eval (and calibration) data, and whatever the session's weights take beyond
+    ``WEIGHT_ALLOWANCE`` times the float model: its own copies at their largest plus the codes
+    cached now. E.g. ResNet-50's BatchNorm-folded float weights sit beside the user's model and
+    the dequantized working copy. So a session holds about 1.5x the float model plus
+    ``activation_cache_bytes``, besides the user's model."""
+
+    def __init__(self, prepared: PreparedModel, batches: list[Batch], cache: WeightCache) -> None:
+        self.data = input_bytes(batches)
+        self.copies = prepared.copies_bytes()
+        self.allowance = int(WEIGHT_ALLOWANCE * prepared.float_size_bytes)
+        self.cache = cache
+
+    def __call__(self) -> int:
+        return self.data + max(0, self.copies + self.cache.nbytes - self.allowance)
 
 
 class Measurer:
@@ -45,7 +72,7 @@ class Measurer:
         self.cache = WeightCache(cache_bytes)
         self.runner = IncrementalRunner(
             prepared.work, prepared.modules, scorer.batches, input_mode=input_mode, device=prepared.device,
-            pick=scorer.pick, budget_bytes=activation_cache_bytes,
+            pick=scorer.pick, budget_bytes=activation_cache_bytes, held=HeldBytes(prepared, [*scorer.batches, *calibrator.batches], self.cache),
         )
         self.lock = threading.RLock()  # the working copy's weights and passes
 
@@ -64,20 +91,29 @@ class Measurer:
         """The cache key of a layer's stored weights: plans that differ only in activations share it."""
         return (name, dataclasses.replace(spec, act_bits=None) if spec.act_bits else spec, huffman)
 
-    def compressed(self, name: str, spec: LayerSpec, huffman: bool) -> CompressedWeight:
+    def compressed(self, name: str, spec: LayerSpec, huffman: bool, made: CompressedWeight | None = None) -> CompressedWeight:
+        """``name``'s weight compressed by ``spec`` (cached; ``made``: already compressed by it)."""
         key = self.key(name, spec, huffman)
-        result = self.cache.get(key, lambda: self.prepared.compress(name, key[1], huffman))
+        compute = (lambda: made) if made is not None else (lambda: on_one_thread(lambda: self.prepared.compress(name, key[1], huffman)))
+        result = self.cache.get(key, compute)
         return result if key[1] is spec else self.prepared.with_activations(name, result, spec)
 
     def compress_all(self, plan: Plan, pin: str, cancel: CancelFn | None = None) -> dict[str, CompressedWeight]:
-        """Every layer compressed under ``plan``; the results are pinned in the cache under ``pin``."""
+        """Every layer compressed under ``plan`` (those not cached side by side: ``workers``);
+        the results are pinned in the cache under ``pin``."""
         if not isinstance(plan, Plan):
             raise StudioError(f"expected a studio.Plan; got {type(plan).__name__}")
         plan.check_names(self.layer_names)
+        keys = {name: self.key(name, plan.spec_for(name), plan.huffman) for name in self.layer_names}
+        missing = [name for name in self.layer_names if keys[name] not in self.cache]
+        made = side_by_side(
+            {name: partial(self.prepared.compress, name, keys[name][1], plan.huffman) for name in missing},
+            cost={name: self.prepared.info[name].params for name in missing}, cancel=cancel,
+        )
         results = {}
         for name in self.layer_names:
             check(cancel)
-            results[name] = self.compressed(name, plan.spec_for(name), plan.huffman)
+            results[name] = self.compressed(name, plan.spec_for(name), plan.huffman, made.pop(name, None))
         self.cache.pin(pin, [self.key(name, r.spec, plan.huffman) for name, r in results.items()])
         return results
 

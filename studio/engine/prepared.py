@@ -235,6 +235,15 @@ class PreparedModel:
         extra = act_param_bytes(spec.act_bits) * kind.activation_tensors if spec.act_bits else 0
         return dataclasses.replace(result, spec=spec, size=dataclasses.replace(result.size, scales=result.size.scales + extra))
 
+    def copies_bytes(self) -> int:
+        """The most the session's own weight copies take: float weights it made (folded
+        BatchNorm, TorchScript copies) and the working copy's dequantized weights, one per layer
+        at most; the user's tensors, which it shares where it can, not counted."""
+        user = {t.untyped_storage().data_ptr() for t in self.user_model.state_dict().values()}
+        made = {v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in self.float_views.values()}
+        working = sum(weight_of(m).numel() * weight_of(m).element_size() for m in self.modules.values())
+        return sum(size for ptr, size in made.items() if ptr not in user) + working
+
     def float_bytes(self, name: str) -> int:
         """The layer's weight and bias as the user's model stores them."""
         return self.info[name].params * weight_of(self.modules[name]).element_size()

@@ -34,7 +34,7 @@ class SessionRecipe:
     input_mode: str
     calibration_batches: list[Batch]
     device: str
-    cache_bytes: int
+    cache_bytes: int | None  # None: the default for the model (see Session)
     activation_cache_bytes: int
 
     def build(self) -> Session:

@@ -11,8 +11,10 @@ to a full pass by construction.
 
 What is kept is chosen after the first (profiled) pass by a greedy that maximises the compute
 skipped, averaged over a change at each layer, within a byte budget less a pass's own working
-memory (measured: see ``IncrementalRunner.reserved_bytes``), so kept outputs and a pass fit
-the budget together; when a kind of pass needs more room, or less, the choice is made anew.
+memory (measured: see ``IncrementalRunner.reserved_bytes``) and what else the budget holds
+(``held``: the eval data, weights beyond their allowance; see ``measure.HeldBytes``), so kept
+outputs and a pass fit the budget together; when a kind of pass needs more room, or less, or
+the rest moved, the choice is made anew.
 A kept output that something modified in place afterwards is detected through the
 tensors' version counters and never handed back; from then on that call's output is kept
 as a private copy and handed back as a fresh copy (a convolution followed by an in-place
@@ -41,6 +43,7 @@ from .progress import CancelFn, Cancelled, ProgressFn
 
 DEFAULT_BUDGET = 1 << 30
 SAMPLED_SHARE = 32  # later passes are measured while some pass was measured to need at least 1/32 of the budget
+HELD_SLACK = 32  # the kept calls are chosen anew when what else the budget holds moved by 1/32 of it
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class IncrementalRunner:
         device: torch.device,
         pick: Callable[[Any], torch.Tensor],
         budget_bytes: int = DEFAULT_BUDGET,
+        held: Callable[[], int] | None = None,
     ) -> None:
         self.model = model
         self.batches = batches
@@ -74,6 +78,8 @@ class IncrementalRunner:
         self.device = device
         self.pick = pick
         self.budget_bytes = int(budget_bytes)
+        self._held = held  # what else the budget holds (the eval data, weights beyond their allowance), asked each pass
+        self.held_bytes = held() if held is not None else 0
         self.enabled = not isinstance(model, torch.jit.ScriptModule)
         self.reason = "" if self.enabled else "TorchScript modules cannot be cut, so every pass runs in full"
         self.notes: set[str] = set()
@@ -87,7 +93,7 @@ class IncrementalRunner:
         self._largest = 0  # the largest output of one call
         # the most working memory a pass was measured to use (CPU, Linux), by whether it quantizes activations
         self._working = {False: 0, True: 0}
-        self._selected_for = 0  # the reserve the kept calls were chosen for
+        self._selected_for = (0, 0)  # the reserve and the room the kept calls were chosen for
         self._selected: set[int] | None = None  # call indices worth keeping; None until profiled
         self._blacklist: set[int] = set()
         self._copied: set[int] = set()  # calls whose output is modified in place later: kept as copies
@@ -162,7 +168,7 @@ class IncrementalRunner:
         if profiling:
             run.sizes[i] = entry.nbytes
         self._largest = max(self._largest, entry.nbytes)
-        if self._bytes + entry.nbytes > self.budget_bytes - self.reserved_bytes:
+        if self._bytes + entry.nbytes > self.room:
             return
         self._store[key] = entry
         self._bytes += entry.nbytes
@@ -202,8 +208,10 @@ class IncrementalRunner:
     ) -> tuple[list[torch.Tensor], PassInfo]:
         """Outputs of the working model (weights already loaded) for every eval batch."""
         self._acts = {idx: acts[layer] for idx, layer in self._layer_of_module.items() if layer in acts}
-        if self._selected is not None and self.reserved_bytes != self._selected_for:
-            self._select()  # this kind of pass needs another reserve: keep less, or choose more to keep
+        if self._held is not None:
+            self.held_bytes = self._held()
+        if self._stale_choice():
+            self._select()  # this kind of pass needs another reserve, or the rest of the budget moved
         self.notes.clear()
         # progress counts module calls when the last pass tells how many there are, else batches
         per_call = all(t is not None for t in self._traces) and self.enabled
@@ -288,7 +296,7 @@ class IncrementalRunner:
         kind = bool(self._acts)
         if peak is not None and peak > self._working[kind]:
             self._working[kind] = peak
-            if self._selected is not None and self.reserved_bytes != self._selected_for:
+            if self._stale_choice():
                 self._select()  # passes like this one need more room: keep less
         return run
 
@@ -308,6 +316,11 @@ class IncrementalRunner:
         ``/proc``, or a GPU)."""
         measured = (self._working[True] if self._acts else 0) or self._working[False]
         return max(measured, 2 * self._largest)
+
+    @property
+    def room(self) -> int:
+        """What kept outputs may take: the budget less a pass's working memory and what else it holds."""
+        return max(0, self.budget_bytes - self.reserved_bytes - self.held_bytes)
 
     def _profile(self, run: BatchPass) -> None:
         """Add a profiled pass's call times and output sizes (summed over batches, by call index)."""
@@ -336,11 +349,19 @@ class IncrementalRunner:
         self._outputs[b] = None
 
     # -- choosing what to keep ---------------------------------------------------------------
+    def _stale_choice(self) -> bool:
+        """Whether to choose the kept calls anew: the reserve changed, or the room moved by more
+        than 1/``HELD_SLACK`` of the budget, or below what is kept."""
+        if self._selected is None:
+            return False
+        reserve, room = self._selected_for
+        return self.reserved_bytes != reserve or self.room < self._bytes or abs(self.room - room) > self.budget_bytes // HELD_SLACK
+
     def _select(self) -> None:
         """Choose the calls to keep within the budget less the current reserve, and drop the
         other kept outputs: after the profiled pass, and whenever the reserve changes (calls
         chosen anew are kept as passes compute them)."""
-        self._selected_for = self.reserved_bytes
+        self._selected_for = (self.reserved_bytes, self.room)
         trace = self._traces[0]
         if trace is None or self._profile_times is None:
             self._selected = set()
@@ -349,7 +370,7 @@ class IncrementalRunner:
         boundaries = [min(firsts) for firsts in ([trace.first[m] for m in mods if m in trace.first] for mods in self._layer_mods.values()) if firsts]
         self._selected = choose_kept(
             np.asarray(trace.ends[:n], dtype=np.int64), self._profile_times[:n], self._profile_sizes[:n],
-            np.asarray(boundaries, dtype=np.int64), self._blacklist, max(0, self.budget_bytes - self._selected_for),
+            np.asarray(boundaries, dtype=np.int64), self._blacklist, self.room,
         )
         for key in [k for k in self._store if k[1] not in self._selected]:
             self._drop(key)
@@ -363,5 +384,6 @@ class IncrementalRunner:
             "budget_bytes": self.budget_bytes,
             "calls_per_batch": 0 if self._traces[0] is None else len(self._traces[0].mods),
             "reserved_bytes": self.reserved_bytes,  # a pass's own working memory, kept out of the budget
+            "held_bytes": self.held_bytes,  # the eval data, and weights beyond their allowance: out of the budget too
             "working_bytes_measured": {"float": self._working[False], "quantized activations": self._working[True]},
         }

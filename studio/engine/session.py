@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import DEFAULT_BUDGET
 from .calibrate import ActPair, Calibrator
 from .compiled import CompressedModel
 from .compress import CompressedWeight
@@ -26,7 +25,7 @@ from .formats import export as export_file
 from .formats.onnx import LayerRuntime, onnx_layer_runtime
 from .latency import Latency, measure_latency
 from .layers import LayerInfo
-from .measure import Measurer
+from .measure import Measurer, default_cache_bytes
 from .memory import release_free_memory
 from .metrics import MetricFn
 from .plan import LayerSpec, Plan
@@ -57,8 +56,13 @@ class Session:
                  default: the first 256 samples of the eval data.
     input_mode:  how dict inputs are passed: "kwargs" (``model(**x)``), "dict"
                  (``model(x)``) or "auto" (see ``data.resolve_input_mode``).
-    cache_bytes: budget of the compressed-weight cache (the current plan is always kept).
-    activation_cache_bytes: budget of the outputs kept for incremental evaluation.
+    cache_bytes: budget of the compressed-weight cache (the current plan is always kept);
+                 by default half the float model's bytes, at least 64 MiB.
+    activation_cache_bytes: the memory budget of evaluation: the outputs kept for incremental
+                 evaluation, a pass's own working memory (measured), the eval data, and what
+                 the session's weights take beyond 1.5x the float model (a BatchNorm-folded
+                 copy, a cache set larger than the default). With it, a session holds about
+                 1.5x the float model plus this budget, besides the user's model.
     """
 
     def __init__(
@@ -73,7 +77,7 @@ class Session:
         fold_bn: bool = True,
         calibration_data: Any = None,
         input_mode: str = "auto",
-        cache_bytes: int = DEFAULT_BUDGET,
+        cache_bytes: int | None = None,
         activation_cache_bytes: int = ACTIVATION_BUDGET,
     ) -> None:
         self.device = resolve_device(device)
@@ -86,7 +90,8 @@ class Session:
             model, batches, metric, scorer.output_fn, fold_bn, self.input_mode, calibrator.batches,
             str(self.device), cache_bytes, activation_cache_bytes,
         )
-        self._m = Measurer(prepared, scorer, calibrator, self.input_mode, cache_bytes, activation_cache_bytes)
+        cache = default_cache_bytes(prepared.float_size_bytes) if cache_bytes is None else cache_bytes
+        self._m = Measurer(prepared, scorer, calibrator, self.input_mode, cache, activation_cache_bytes)
         self._runner = self._m.runner
         self.layers: list[LayerInfo] = prepared.layers
         self.folds = prepared.folds
