@@ -272,21 +272,21 @@ def test_kept_outputs_respect_the_budget(samples, monkeypatch):
     budget = everything // 2 + 11 * mb
     session = Session(sample.model, sample.eval_data, activation_cache_bytes=budget)
     runner = session._runner
-    assert runner.reserved_bytes == 4 * mb  # what the float passes were measured to use
+    assert runner.reserved_bytes == 4 * mb * 9 // 8  # what the float passes were measured to use, and an eighth more
     session.evaluate(Plan.uniform(8))
     float_kept = runner.kept_bytes
-    assert 0 < float_kept <= budget - 4 * mb and float_kept < everything  # the budget bites
+    assert 0 < float_kept <= budget - 4 * mb * 9 // 8 and float_kept < everything  # the budget bites
     acts = Plan.uniform(8, act_bits=8)
     session.evaluate(acts)
-    assert runner.reserved_bytes == 11 * mb  # measured, where the float passes' 4 MiB was assumed before
-    assert 0 < runner.kept_bytes <= budget - 11 * mb
+    assert runner.reserved_bytes == 11 * mb * 9 // 8  # measured, where the float passes' 4 MiB was assumed before
+    assert 0 < runner.kept_bytes <= budget - 11 * mb * 9 // 8
     for plan in random_walk(session, 6, seed=11, acts=True):
         session.evaluate(plan)
         kept = runner.describe()
         assert kept["kept_bytes"] + kept["reserved_bytes"] <= budget  # a pass's own working memory fits too
     session.evaluate(Plan.uniform(8).with_layer(session.layer_names[-1], bits=4))  # float activations again
     session.evaluate(Plan.uniform(8).with_layer(session.layer_names[-1], bits=5))
-    assert runner.reserved_bytes == 4 * mb and runner.kept_bytes == float_kept  # room again: kept as before
+    assert runner.reserved_bytes == 4 * mb * 9 // 8 and runner.kept_bytes == float_kept  # room again: kept as before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the RSS comes from /proc")
