@@ -39,8 +39,11 @@ MIN_CACHE_BYTES = 64 << 20
 
 
 def default_cache_bytes(float_bytes: int) -> int:
-    """The compressed-weight cache's budget unless the user gives one: the allowance's half for codes."""
-    return max(float_bytes // 2, MIN_CACHE_BYTES)
+    """The compressed-weight cache's budget unless the user gives one: the float model's bytes,
+    at least 64 MiB (a few plans' codes: with half, BERT-base's int8 and deep-compression
+    weights no longer fit together, and choosing either again recompressed it). What it holds
+    beyond the allowance's half comes out of the activation budget (``HeldBytes``)."""
+    return max(float_bytes, MIN_CACHE_BYTES)
 
 
 class HeldBytes:

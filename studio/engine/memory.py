@@ -3,9 +3,8 @@
 PyTorch's CPU tensors come from ``malloc``. glibc keeps freed blocks below its mmap
 threshold (which grows up to 32 MiB as large blocks are freed) in its heaps, so after a
 plan's weights are compressed, or a file is decoded and run, the process keeps hundreds
-of MB it no longer uses. ``malloc_trim(0)`` hands those pages back, and during a forward
-pass large blocks are mapped on their own (``mapped_blocks``). Elsewhere (macOS, musl,
-Windows) both are no-ops.
+of MB it no longer uses. ``malloc_trim(0)`` hands those pages back. Elsewhere (macOS,
+musl, Windows) this is a no-op.
 """
 
 from __future__ import annotations
@@ -16,18 +15,15 @@ import gc
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 _trim: Callable[[int], int] | None = None
-_mallopt: Callable[[int, int], int] | None = None
 if sys.platform.startswith("linux"):
     try:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         _trim = getattr(_libc, "malloc_trim", None)
-        _mallopt = getattr(_libc, "mallopt", None)
     except OSError:  # pragma: no cover - a libc without malloc_trim
-        _trim = _mallopt = None
+        _trim = None
 
 
 def release_free_memory(collect: bool = False) -> bool:
@@ -39,46 +35,6 @@ def release_free_memory(collect: bool = False) -> bool:
         return False
     _trim(0)
     return True
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's malloc.h)
-PASS_MMAP_THRESHOLD = 1 << 20  # during a pass, blocks of 1 MiB or more are mapped, and unmapped when freed
-HEAP_MMAP_THRESHOLD = 32 << 20  # otherwise glibc's own largest (64-bit), which it reaches anyway as tensors come and go
-HEAP_TRIM_THRESHOLD = 2 * HEAP_MMAP_THRESHOLD  # what glibc pairs with it
-_mapped_depth = 0
-_mapped_lock = threading.Lock()
-
-
-@contextmanager
-def mapped_blocks() -> Iterator[bool]:
-    """While a forward pass runs, have malloc map every block of 1 MiB or more on its own.
-
-    Outputs kept across passes sit among a pass's short-lived tensors in malloc's heaps, and
-    the heaps' free pages stay resident until ``malloc_trim``: a BERT-base pass grew the
-    resident set by 0.35 GiB over what it held (0.05 GiB with mapped blocks), and ResNet-18's
-    peak fell from 1.28 to 1.08 GiB. Measured in process CPU time over six evaluations: the
-    same on BERT-base, 18% less on the 128-layer MLP, 10% more on ResNet-18 (page faults).
-    Compressing, whose chunks are allocated and freed many times, runs with the heap's usual
-    threshold instead: mapped, it took 1.5-2x the time. Yields whether the allocator could be
-    told (glibc only; elsewhere a no-op). Nestable and thread-safe: the last one out sets the
-    heap's threshold back.
-    """
-    global _mapped_depth
-    if _mallopt is None:
-        yield False
-        return
-    with _mapped_lock:
-        _mapped_depth += 1
-        if _mapped_depth == 1:
-            _mallopt(M_MMAP_THRESHOLD, PASS_MMAP_THRESHOLD)
-    try:
-        yield True
-    finally:
-        with _mapped_lock:
-            _mapped_depth -= 1
-            if _mapped_depth == 0:
-                _mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
-                _mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
 
 
 _PAGE = 4096

@@ -166,6 +166,8 @@ class PreparedModel:
         """Point the working layers at ``weights`` and their biases (only those whose spec changed)."""
         for name, result in weights.items():
             if self._loaded.get(name, self._float_spec) != result.spec:
+                if name in self._loaded and not self.scripted:  # the old weights go first: the new reuse their memory
+                    self.set_weight(name, self.float_views[name])
                 self.set_weight(name, result.dequant_view)
                 self.set_bias(name, self.bias_for(name, result.spec))
                 self._loaded[name] = result.spec

@@ -57,7 +57,7 @@ class Session:
     input_mode:  how dict inputs are passed: "kwargs" (``model(**x)``), "dict"
                  (``model(x)``) or "auto" (see ``data.resolve_input_mode``).
     cache_bytes: budget of the compressed-weight cache (the current plan is always kept);
-                 by default half the float model's bytes, at least 64 MiB.
+                 by default the float model's bytes, at least 64 MiB.
     activation_cache_bytes: the memory budget of evaluation: the outputs kept for incremental
                  evaluation, a pass's own working memory (measured), the eval data, and what
                  the session's weights take beyond 1.5x the float model (a BatchNorm-folded
