@@ -13,6 +13,7 @@ from torch import nn
 import studio
 from studio.engine import Cancelled, Plan, Session
 from studio.engine.memory import PeakSampler
+from studio.engine.replay import IncrementalRunner
 
 
 def full_pass(session: Session, plan: Plan) -> list[torch.Tensor]:
@@ -373,3 +374,48 @@ def test_the_default_cache_budget_follows_the_model():
     big = nn.Sequential(nn.Linear(4096, 8192)).eval()  # 128 MiB
     session = Session(big, (torch.randn(2, 4096), None))
     assert session._m.cache.budget_bytes == session.float_size_bytes  # the float model's bytes
+
+
+def test_a_pass_lets_go_of_what_it_will_recompute_before_it_runs(samples, monkeypatch):
+    sample = samples["digits-cnn"]
+    session = Session(sample.model, sample.eval_data)
+    runner = session._runner
+    base = Plan.uniform(8)
+    session.evaluate(base)
+    changed = base.with_layer(session.layer_names[len(session.layer_names) // 2], bits=4)
+    bounds = [runner.boundary(b, session._m.configs(changed, {})) for b in range(len(runner.batches))]
+    assert any(i >= bounds[b] for b, i in runner._store)  # kept from the last pass, to be recomputed
+    stale_at_start = []
+    real = IncrementalRunner._invoke
+
+    def spy(self, idx, fwd, args, kwargs):  # noqa: ANN001, ANN202
+        run = self._run
+        if run is not None and run.computed == 0:  # the first call this batch computes
+            stale_at_start.append(sum(1 for b, i in self._store if b == run.batch and i >= run.boundary))
+        return real(self, idx, fwd, args, kwargs)
+
+    monkeypatch.setattr(IncrementalRunner, "_invoke", spy)
+    session.evaluate(changed)
+    assert stale_at_start and max(stale_at_start) == 0
+    assert runner.kept_bytes > 0  # and kept again as the pass computed them
+
+
+def test_a_load_lets_a_layers_old_weights_go_before_it_makes_the_new(monkeypatch):
+    from studio.engine.compress import CompressedWeight
+
+    model = nn.Sequential(nn.Linear(64, 8)).eval()
+    session = Session(model, (torch.randn(16, 64), None))
+    session.evaluate(Plan.uniform(8))
+    user = model[0].weight.untyped_storage().data_ptr()
+    working = session._prepared.modules["0"]
+    assert working.weight.untyped_storage().data_ptr() != user  # holds its int8 weights
+    held_at_decode = []
+    real = CompressedWeight.dequant_view
+
+    def spy(self):  # noqa: ANN001, ANN202
+        held_at_decode.append(working.weight.untyped_storage().data_ptr())
+        return real.fget(self)
+
+    monkeypatch.setattr(CompressedWeight, "dequant_view", property(spy))
+    session.evaluate(Plan.uniform(4))
+    assert held_at_decode and held_at_decode[0] == user  # back on the float weights while the new ones are made
