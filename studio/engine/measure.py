@@ -113,6 +113,8 @@ class Measurer:
             {name: partial(self.prepared.compress, name, keys[name][1], plan.huffman) for name in missing},
             cost={name: self.prepared.info[name].params for name in missing}, cancel=cancel,
         )
+        if made:  # what the workers freed sits in their own heaps, where a pass cannot reuse it
+            release_free_memory()
         results = {}
         for name in self.layer_names:
             check(cancel)
