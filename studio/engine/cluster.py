@@ -37,9 +37,10 @@ def kmeans_1d(
     uint8 index as a mask). The result is deterministic.
 
     With a ``keep`` mask (same number of values, ``pin_zero`` required) only the kept values
-    are clustered; the others must be 0.0 (pruned weights) and get the zero centroid. The
-    result equals clustering ``values[keep]`` and scattering its index, but without
-    gathering or scattering: the pruned zeros are taken back out of the histogram's zero bin.
+    are clustered; the others are pruned weights, read as 0.0 whatever they hold, and get the
+    zero centroid. The result equals clustering ``values[keep]`` and scattering its index, but
+    without gathering or scattering, or a pruned copy: the values are masked a chunk at a time,
+    and the pruned zeros are taken back out of the histogram's zero bin.
     """
     values = values.detach().to(torch.float32).flatten()
     if keep is not None:
@@ -52,14 +53,16 @@ def kmeans_1d(
 def _kmeans_kept(values: torch.Tensor, k: int, iters: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``kmeans_1d`` of the kept values (the others are 0.0), indexed over all values."""
     n_kept = int(keep.count_nonzero())
-    lo, hi = (float(v) for v in torch.aminmax(values)) if values.numel() else (0.0, 0.0)
+    ranges = [torch.aminmax(_part(values, keep, start)) for start in range(0, values.numel(), CHUNK)]  # pruned at 0.0
+    lo = min((float(r[0]) for r in ranges), default=0.0)
+    hi = max((float(r[1]) for r in ranges), default=0.0)
     if n_kept <= HIST_BINS or not lo < 0.0 < hi:  # the kept values' range is not the array's: gather them
         centroids, kept_index = _kmeans(values[keep], k, iters, True)
         index = torch.full((values.numel(),), zero_code(centroids), dtype=kept_index.dtype)
         index[keep] = kept_index
         return centroids, index
     # lo < 0 < hi: both come from kept values, so the grid is the kept values' own
-    return _kmeans(values, k, iters, True, excluded_zeros=values.numel() - n_kept, bounds=(lo, hi))
+    return _kmeans(values, k, iters, True, excluded_zeros=values.numel() - n_kept, bounds=(lo, hi), mask=keep)
 
 
 def zero_code(codebook: torch.Tensor) -> int:
@@ -68,11 +71,18 @@ def zero_code(codebook: torch.Tensor) -> int:
 
 
 def _kmeans(
-    values: torch.Tensor, k: int, iters: int, pin_zero: bool, excluded_zeros: int = 0, bounds: tuple[float, float] | None = None
+    values: torch.Tensor,
+    k: int,
+    iters: int,
+    pin_zero: bool,
+    excluded_zeros: int = 0,
+    bounds: tuple[float, float] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``kmeans_1d`` of flat float32 ``values``, of which ``excluded_zeros`` zeros are not data
     (they leave the histogram; only the histogram path takes them); ``bounds``: their min and
-    max where the caller has them."""
+    max where the caller has them; ``mask``: the values are ``values * mask`` (the histogram
+    path, with ``bounds``)."""
     n = values.numel()
     free = k - 1 if pin_zero else k
     if bounds is not None:
@@ -97,9 +107,9 @@ def _kmeans(
         _add_clusters(index, values, counts, sums)
         return _update(centroids, pinned, counts, sums, index)
     grid = _Grid(lo, hi)
-    bins, bin_counts = grid.histogram(values)
-    if excluded_zeros:  # binned exactly as the values were
-        bin_counts[int(grid.histogram(torch.zeros(1))[0][0])] -= excluded_zeros
+    bin_counts = grid.histogram(values, mask)
+    if excluded_zeros:  # binned exactly as the values are
+        bin_counts[int(grid.bins(torch.zeros(1), torch.empty(1, dtype=torch.int32))[0])] -= excluded_zeros
     used = np.flatnonzero(bin_counts)
     centres = grid.centres()[used]
     centroids, pinned = _lloyd(centroids, pinned, bin_counts[used], bin_counts[used] * centres, centres, iters)
@@ -107,8 +117,10 @@ def _kmeans(
     mids = _mids32(centroids)
     table, near = grid.table(mids, index.dtype)
     wide = torch.empty(min(n, CHUNK), dtype=torch.float64)
-    for start in range(0, n, CHUNK):
-        b, out, part = bins[start : start + CHUNK], index[start : start + CHUNK], values[start : start + CHUNK]
+    chunk_bins = torch.empty(min(n, CHUNK), dtype=torch.int32)
+    for start in range(0, n, CHUNK):  # the values are binned again, a chunk at a time, rather than held binned
+        out, part = index[start : start + CHUNK], _part(values, mask, start)
+        b = grid.bins(part, chunk_bins[: part.numel()])
         torch.index_select(table, 0, b, out=out)
         close = torch.nonzero(near.index_select(0, b)).squeeze(1)
         if close.numel():
@@ -182,22 +194,22 @@ class _Grid:
     def centres(self) -> np.ndarray:
         return self.lo + self.width * (np.arange(HIST_BINS) + 0.5)
 
-    def histogram(self, values: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
-        """Each value's bin (int32), and each bin's count."""
+    def bins(self, part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The bin (int32, into ``out``) of each of these values (all >= lo)."""
+        scaled = torch.sub(part, self.lo)
+        scaled.mul_(HIST_BINS / (self.hi - self.lo))
+        out.copy_(scaled)  # truncates: floor, as the values are >= lo
+        return out.clamp_(0, HIST_BINS - 1)
+
+    def histogram(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+        """Each bin's count of ``values`` (times ``mask``), binned a chunk at a time."""
         n = values.numel()
-        bins = torch.empty(n, dtype=torch.int32)
         counts = torch.zeros(HIST_BINS, dtype=torch.int64)
-        scaled = torch.empty(min(n, CHUNK), dtype=torch.float32)
+        chunk_bins = torch.empty(min(n, CHUNK), dtype=torch.int32)
         for start in range(0, n, CHUNK):
-            part = values[start : start + CHUNK]
-            m = part.numel()
-            b = bins[start : start + m]
-            torch.sub(part, self.lo, out=scaled[:m])
-            scaled[:m].mul_(HIST_BINS / (self.hi - self.lo))
-            b.copy_(scaled[:m])  # truncates: floor, as the values are >= lo
-            b.clamp_(0, HIST_BINS - 1)
-            counts += torch.bincount(b, minlength=HIST_BINS)
-        return bins, counts.numpy().astype(np.float64)
+            part = _part(values, mask, start)
+            counts += torch.bincount(self.bins(part, chunk_bins[: part.numel()]), minlength=HIST_BINS)
+        return counts.numpy().astype(np.float64)
 
     def table(self, mids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Per bin, its values' centroid when no midpoint comes near it, and which bins
@@ -209,6 +221,12 @@ class _Grid:
         for shift in (-1, 0, 1):
             near[np.clip(at + shift, 0, HIST_BINS + 1)] = True
         return torch.from_numpy(table).to(dtype), torch.from_numpy(near[1:-1].copy())
+
+
+def _part(values: torch.Tensor, mask: torch.Tensor | None, start: int) -> torch.Tensor:
+    """A chunk of ``values`` (times ``mask``: pruned weights read as zeros)."""
+    part = values[start : start + CHUNK]
+    return part if mask is None else part * mask[start : start + CHUNK]
 
 
 def shared_values(codebook: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

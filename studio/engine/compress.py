@@ -197,7 +197,6 @@ def compress_view(
     """
     view = view.detach().to(torch.float32).cpu()
     keep = prune_mask(view, spec.prune, spec.prune_method)
-    pruned = view * keep if keep is not None else view
     shape = (int(view.shape[0]), int(view.shape[1]))
     codes = None
     uniform = None
@@ -212,7 +211,7 @@ def compress_view(
         scale_bytes = 0
     elif spec.cluster:
         k = 2**spec.bits
-        codebook, index = kmeans_1d(pruned, k, pin_zero=keep is not None, keep=keep)  # pruned weights get the zero
+        codebook, index = kmeans_1d(view, k, pin_zero=keep is not None, keep=keep)  # pruned weights get the zero
         zero_at = zero_code(codebook) if keep is not None else 0
         codebook = half_values(codebook, "codebook value") if half else codebook
         codes = index.reshape(view.shape)
@@ -220,6 +219,7 @@ def compress_view(
         scale_bytes = param_width(spec.param_dtype) * k
     else:
         per_channel = spec.granularity == "channel"
+        pruned = view * keep if keep is not None else view
         qview = pruned if per_channel else pruned.reshape(1, -1)
         uniform = choose_params(qview, spec.bits, spec.symmetric, spec.clip)
         if half:

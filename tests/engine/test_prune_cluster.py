@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from studio.engine.cluster import HIST_BINS, kmeans_1d, zero_code
+from studio.engine.cluster import CHUNK, HIST_BINS, kmeans_1d, zero_code
 from studio.engine.prune import BUCKETED_FROM, kth_smallest_counted, prune_mask
 
 
@@ -71,6 +71,17 @@ def test_bucketed_kth_smallest_equals_a_selection(kind):
         assert (below, equal) == (int((x < kth).sum()), int((x == kth).sum()))
 
 
+@pytest.mark.parametrize("n", [1000, 3 * (1 << 20) + 17])  # a plain selection; chunks of magnitudes (the last partial)
+def test_kth_smallest_magnitude_equals_a_selection_of_the_absolute_values(n):
+    torch.manual_seed(1)
+    x = (torch.randn(n) * 10).round() / 10  # signed, many ties, -0.0 and 0.0
+    mag = x.abs()
+    for k in (1, n // 3, n // 2, n):
+        kth, below, equal = kth_smallest_counted(x, k, absolute=True)
+        assert kth.item() == torch.kthvalue(mag, k).values.item()
+        assert (below, equal) == (int((mag < kth).sum()), int((mag == kth).sum()))
+
+
 def test_unstructured_pruning_of_a_large_layer_removes_exactly_the_ratio():
     torch.manual_seed(1)
     w = (torch.randn(512, 300) * 8).round() / 8  # many ties at the threshold
@@ -79,7 +90,7 @@ def test_unstructured_pruning_of_a_large_layer_removes_exactly_the_ratio():
     assert float(w.abs()[~keep].max()) <= float(w.abs()[keep].min())
 
 
-@pytest.mark.parametrize("n", [1000, 5 * BUCKETED_FROM])
+@pytest.mark.parametrize("n", [1000, 5 * BUCKETED_FROM, 2 * (1 << 20) + 5])  # small, bucketed, ties over chunks
 def test_unstructured_pruning_keeps_ties_by_position(n):
     w = torch.ones(1, n)  # every weight ties at the threshold
     w[0, ::7] = 2.0
@@ -98,10 +109,10 @@ def _gathered(values, keep, k):
     return centroids, index
 
 
-@pytest.mark.parametrize("case", ["normal", "positive", "few kept", "ties at zero"])
+@pytest.mark.parametrize("case", ["normal", "positive", "few kept", "ties at zero", "over chunks"])
 def test_kmeans_over_a_keep_mask_equals_clustering_the_kept_values(case):
     torch.manual_seed(3)
-    n = 4 * HIST_BINS + 11
+    n = 2 * CHUNK + 11 if case == "over chunks" else 4 * HIST_BINS + 11
     w = torch.randn(n) * 0.05
     if case == "positive":  # the array's min is a pruned zero: the gathering path
         w = w.abs() + 0.01
@@ -110,10 +121,11 @@ def test_kmeans_over_a_keep_mask_equals_clustering_the_kept_values(case):
         w[: n // 10] = 0.0
         keep[: n // 20] = True  # kept weights that are exactly zero
     pruned = w * keep
-    centroids, index = kmeans_1d(pruned, 32, pin_zero=True, keep=keep)
     ref_centroids, ref_index = _gathered(pruned, keep, 32)
-    assert torch.equal(centroids, ref_centroids)
-    assert torch.equal(index, ref_index)
+    for values in (pruned, w):  # the pruned weights read as zeros whatever they hold
+        centroids, index = kmeans_1d(values, 32, pin_zero=True, keep=keep)
+        assert torch.equal(centroids, ref_centroids)
+        assert torch.equal(index, ref_index)
 
 
 def test_kmeans_over_a_keep_mask_needs_the_pinned_zero():
