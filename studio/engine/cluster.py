@@ -5,7 +5,8 @@ its centre weighted by its count), until the centroids stop moving or for at mos
 ``LLOYD_ITERS``; layers with at most 2**16 values run them on the values themselves. Then one exact assignment of every value to its nearest centroid
 and one exact centroid update: each centroid becomes the mean of its cluster.
 
-The values are binned once. The exact assignment needs no comparison for a value in a
+The values are binned a chunk at a time, once to count and once to assign (held binned,
+they took 4 bytes a weight). The exact assignment needs no comparison for a value in a
 bin that no midpoint between centroids comes near (all its values go to the same
 centroid, by table lookup): only values in the few bins around a midpoint are compared.
 """
@@ -51,7 +52,7 @@ def kmeans_1d(
 
 
 def _kmeans_kept(values: torch.Tensor, k: int, iters: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``kmeans_1d`` of the kept values (the others are 0.0), indexed over all values."""
+    """``kmeans_1d`` of the kept values (the others read as 0.0), indexed over all values."""
     n_kept = int(keep.count_nonzero())
     ranges = [torch.aminmax(_part(values, keep, start)) for start in range(0, values.numel(), CHUNK)]  # pruned at 0.0
     lo = min((float(r[0]) for r in ranges), default=0.0)

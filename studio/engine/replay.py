@@ -378,9 +378,9 @@ class IncrementalRunner:
         return self.reserved_bytes != reserve or abs(self.room - room) > self.budget_bytes // HELD_SLACK
 
     def _select(self) -> None:
-        """Choose the calls to keep within the budget less the current reserve, and drop the
-        other kept outputs: after the profiled pass, and whenever the reserve changes (calls
-        chosen anew are kept as passes compute them)."""
+        """Choose the calls to keep within the room, and drop the other kept outputs: after the
+        profiled pass, and whenever the choice is stale (``_stale_choice``; calls chosen anew
+        are kept as passes compute them)."""
         self._selected_for = (self.reserved_bytes, self.room)
         trace = self._traces[0]
         if trace is None or self._profile_times is None:

@@ -61,8 +61,8 @@ class Session:
     activation_cache_bytes: the memory budget of evaluation: the outputs kept for incremental
                  evaluation, a pass's own working memory (measured), the eval data, and what
                  the session's weights take beyond 1.5x the float model (a BatchNorm-folded
-                 copy, a cache set larger than the default). With it, a session holds about
-                 1.5x the float model plus this budget, besides the user's model.
+                 copy, cached codes beyond half the float model). With it, a session holds
+                 about 1.5x the float model plus this budget, besides the user's model.
     """
 
     def __init__(
