@@ -66,17 +66,48 @@ class GapStats:
 
 def gap_stats(keep_flat: np.ndarray, cols: int, rows: int | None = None) -> GapStats:
     """Gap statistics of a flat keep mask; with ``rows``, also the fillers per row for every r."""
+    if rows is None:
+        return _gap_counts(keep_flat)
     low = np.zeros(256, dtype=np.int64)
     high_sum = kept = 0
-    fill_rows = np.zeros((MAX_GAP_BITS + 1, rows), dtype=np.int64) if rows is not None else None
+    fill_rows = np.zeros((MAX_GAP_BITS + 1, rows), dtype=np.int64)
     for prev, pos, gap in gap_segments(keep_flat):
         kept += len(pos)
         low += np.bincount(gap & 255, minlength=256)
         high_sum += int((gap >> 8).sum())
-        if fill_rows is not None:
-            for r in range(1, MAX_GAP_BITS + 1):
-                fill_rows[r] += _fillers_per_row(prev, gap, r, cols, fill_rows.shape[1])
+        for r in range(1, MAX_GAP_BITS + 1):
+            fill_rows[r] += _fillers_per_row(prev, gap, r, cols, rows)
     return GapStats(kept, low, high_sum, fill_rows)
+
+
+SMALL_GAPS = 1 << 12  # a segment whose gaps are all below this is counted gap by gap
+
+
+def _gap_counts(keep_flat: np.ndarray) -> GapStats:
+    """``gap_stats`` without the rows: each segment's gaps are counted (a bincount of the gaps
+    themselves, folded to their low byte and high part) when they are small, as they are
+    unless whole rows are pruned; else by their low byte and high part directly."""
+    low = np.zeros(256, dtype=np.int64)
+    high_sum = kept = 0
+    last = -1
+    for start in range(0, len(keep_flat), SEGMENT):
+        pos = np.flatnonzero(keep_flat[start : start + SEGMENT])
+        if len(pos) == 0:
+            continue
+        pos += start
+        gap = np.diff(pos, prepend=last)
+        gap -= 1
+        last = int(pos[-1])
+        kept += len(gap)
+        if int(gap.max()) < SMALL_GAPS:
+            counts = np.bincount(gap, minlength=256)
+            g = np.arange(len(counts))
+            low += np.bincount(g & 255, weights=counts, minlength=256).astype(np.int64)
+            high_sum += int((counts * (g >> 8)).sum())
+        else:
+            low += np.bincount(gap & 255, minlength=256)
+            high_sum += int((gap >> 8).sum())
+    return GapStats(kept, low, high_sum, None)
 
 
 def _fillers_per_row(prev: np.ndarray, gap: np.ndarray, r: int, cols: int, rows: int) -> np.ndarray:

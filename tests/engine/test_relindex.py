@@ -69,10 +69,13 @@ def test_stats_give_every_width_without_expanding(small_segments, case):
     cols = 250
     rows = len(keep) // cols
     stats = gap_stats(keep, cols, rows)
+    plain = gap_stats(keep, cols)  # without the rows: gaps counted a segment at a time (small gaps, or wide ones)
+    assert plain.fill_rows is None
     for r in range(1, MAX_GAP_BITS + 1):
         entries, gaps = naive(keep, r)
-        assert stats.entries(r) == len(entries)
-        assert np.array_equal(stats.gap_counts(r), np.bincount(gaps, minlength=1 << r).astype(np.int64))
+        want = np.bincount(gaps, minlength=1 << r).astype(np.int64)
+        assert stats.entries(r) == plain.entries(r) == len(entries)
+        assert np.array_equal(stats.gap_counts(r), want) and np.array_equal(plain.gap_counts(r), want)
         fillers = [p for p in entries if not keep[p]]
         assert np.array_equal(stats.fill_rows[r], np.bincount(np.array(fillers, dtype=np.int64) // cols, minlength=rows))
 
