@@ -25,19 +25,24 @@ MAX_GAP_BITS = 8
 SEGMENT = 1 << 20  # flat positions scanned at a time
 
 
-def gap_segments(keep_flat: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(prev, pos, gap)`` of the kept weights, a segment at a time (int64 arrays)."""
+def _kept_gaps(keep_flat: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(pos, gap)`` of the kept weights, a segment at a time (int64 arrays)."""
     last = -1
     for start in range(0, len(keep_flat), SEGMENT):
         pos = np.flatnonzero(keep_flat[start : start + SEGMENT])
         if len(pos) == 0:
             continue
         pos += start
-        prev = np.empty_like(pos)
-        prev[0] = last
-        prev[1:] = pos[:-1]
+        gap = np.diff(pos, prepend=last)
+        gap -= 1
         last = int(pos[-1])
-        yield prev, pos, pos - prev - 1
+        yield pos, gap
+
+
+def gap_segments(keep_flat: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(prev, pos, gap)`` of the kept weights, a segment at a time (int64 arrays)."""
+    for pos, gap in _kept_gaps(keep_flat):
+        yield pos - gap - 1, pos, gap
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,7 @@ def _gap_counts(keep_flat: np.ndarray) -> GapStats:
     unless whole rows are pruned; else by their low byte and high part directly."""
     low = np.zeros(256, dtype=np.int64)
     high_sum = kept = 0
-    last = -1
-    for start in range(0, len(keep_flat), SEGMENT):
-        pos = np.flatnonzero(keep_flat[start : start + SEGMENT])
-        if len(pos) == 0:
-            continue
-        pos += start
-        gap = np.diff(pos, prepend=last)
-        gap -= 1
-        last = int(pos[-1])
+    for _, gap in _kept_gaps(keep_flat):
         kept += len(gap)
         if int(gap.max()) < SMALL_GAPS:
             counts = np.bincount(gap, minlength=256)
