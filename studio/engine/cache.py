@@ -15,8 +15,6 @@ from collections.abc import Callable, Hashable, Iterable
 
 from .compress import CompressedWeight
 
-DEFAULT_BUDGET = 1 << 30
-
 
 def entry_bytes(result: CompressedWeight) -> int:
     """Bytes that ``result`` holds beyond the float weights it was made from."""
@@ -29,7 +27,7 @@ Key = Hashable
 class WeightCache:
     """A thread-safe LRU of compressed weights with a byte budget and pinned entries."""
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, budget_bytes: int) -> None:  # the session's default: measure.default_cache_bytes
         self.budget_bytes = int(budget_bytes)
         self._entries: OrderedDict[Key, tuple[CompressedWeight, int]] = OrderedDict()
         self._pinned: dict[str, frozenset[Key]] = {}  # pin group -> keys
