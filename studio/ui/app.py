@@ -18,6 +18,7 @@ from .export_panel import ExportPanel
 from .figures import histogram_data, histogram_figure, history_figure, set_font_size, update_histogram, update_history
 from .guidance_panel import GuidancePanel
 from .html import layer_bars_html, metric_html, size_html
+from .kernel_thread import KernelThread
 from .layers_panel import LayersPanel
 from .model_panel import ModelPanel
 from .recovery_panel import RecoveryPanel
@@ -39,6 +40,7 @@ class Studio(W.VBox):
         super().__init__()
         self.add_class("studio-root")
         self.state = StudioState()
+        self.kernel = KernelThread()  # figures are updated on the kernel's thread
 
         custom = model is not None
         self.model_panel = ModelPanel(self._load_session, self._show_error, custom=custom)
@@ -166,6 +168,9 @@ class Studio(W.VBox):
         self.metrics.value = size_html(s.size_report) + metric_html(s.eval_report, s.last_report, s.evaluating, s.session)
 
     def _show_histogram(self) -> None:
+        self.kernel.run(self._draw_histogram)
+
+    def _draw_histogram(self) -> None:
         s = self.state
         if s.session is None or not s.selected:
             return
@@ -173,6 +178,9 @@ class Studio(W.VBox):
         update_histogram(self.histogram, histogram_data(result, s.selected))
 
     def _show_history(self) -> None:
+        self.kernel.run(self._draw_history)
+
+    def _draw_history(self) -> None:
         points = self.state.history
         current = next((i for i, p in enumerate(points) if p.plan == self.state.plan and p.session in (None, self.state.session)), None)
         update_history(self.history, points, current, self.history_axis.value)
@@ -213,3 +221,4 @@ class Studio(W.VBox):
         """Stop the evaluation thread and close the widgets."""
         self.state.close()
         super().close()
+

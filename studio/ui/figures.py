@@ -1,12 +1,15 @@
 """Figures as pure functions: data in, numbers or Plotly figures out.
 
 Two ``FigureWidget``s are built once per Studio (each ships plotly.js to the page) and
-updated in place with ``batch_update``; everything else is HTML.
+updated in place with ``updating``; everything else is HTML.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +19,7 @@ import plotly.graph_objects as go
 import torch
 
 from ..engine import CompressedWeight
+from .kernel_thread import KernelThread
 from .state import HistoryPoint, pareto_indices
 
 MAX_LEVEL_BARS = 300
@@ -28,8 +32,28 @@ def sync_initial_state(fig: go.FigureWidget) -> None:
     its own (``_repr_mimebundle_``); inside a VBox, updates made before the page loads
     would be lost. The front end ignores later changes of these traits (its do_data is
     a no-op), so live views are not drawn twice."""
-    fig._widget_layout = deepcopy(fig._layout_obj._props)
-    fig._widget_data = deepcopy(fig._data)
+    with _lock(fig):
+        fig._widget_layout = deepcopy(fig._layout_obj._props)
+        fig._widget_data = deepcopy(fig._data)
+
+
+def _lock(fig: go.FigureWidget) -> threading.RLock:
+    lock = getattr(fig, "_studio_lock", None)
+    if lock is None:
+        lock = fig._studio_lock = threading.RLock()
+    return lock
+
+
+@contextmanager
+def updating(fig: go.FigureWidget) -> Iterator[None]:
+    """One batch of edits to a figure, from any thread.
+
+    Plotly's batch mode is a flag on the figure, not on a thread: a second thread that edits
+    while a first is in a batch joins that batch, and what it edits after the first sent it
+    is never sent. The figure's lock is held while a batch is built and sent. (In a kernel
+    the Studio's figures are updated on the kernel's thread: see ``kernel_thread``.)"""
+    with _lock(fig), fig.batch_update():
+        yield
 
 
 def keep_views_current(fig: go.FigureWidget) -> go.FigureWidget:
@@ -40,25 +64,42 @@ def keep_views_current(fig: go.FigureWidget) -> go.FigureWidget:
     shows the old data until the next update, which for the histogram may never come. When
     it has drawn, a view reports the edit it drew (``_js2py_traceDeltas``); a view behind the
     figure's last edit gets every trace's data and the layout parts that updates change
-    (titles, shapes), at most twice a second. Sizes are left alone: the view fits its panel.
+    (titles, shapes), at most twice a second: a report within half a second of the last
+    resend is answered when that half second is over. Sizes are left alone: the view fits
+    its panel.
     """
     last = [0.0]
+    due = [False]
+    kernel = KernelThread()  # reports arrive on the kernel's thread; a resend later runs there too
+
+    def resend() -> None:
+        with _lock(fig):
+            due[0] = False
+            last[0] = time.monotonic()
+            layout = fig.layout
+            relayout = {"title.text": layout.title.text, "xaxis.title.text": layout.xaxis.title.text, "shapes": deepcopy(fig._layout_obj._props.get("shapes", []))}
+            if "yaxis2" in fig._layout_obj._props:
+                relayout["yaxis2.visible"] = layout.yaxis2.visible
+            for i, trace in enumerate(fig.data):  # one trace at a time: a null value would reset an attribute
+                # trace[k] also finds values that the view's reports moved from _props to _prop_defaults
+                keys = (set(trace._props) | {"name", "x", "y"}) - {"type", "uid"}
+                values = {k: trace[k] for k in sorted(keys)}
+                restyle = {k: [v.to_plotly_json() if hasattr(v, "to_plotly_json") else deepcopy(v)] for k, v in values.items() if v is not None}
+                fig._send_update_msg(restyle_data=restyle, relayout_data=relayout if i == 0 else {}, trace_indexes=[i])
 
     def check(change: dict[str, Any]) -> None:
         msg = change["new"]
-        if not msg or msg.get("trace_edit_id", 0) >= fig._last_trace_edit_id or time.monotonic() - last[0] < 0.5:
+        if not msg or msg.get("trace_edit_id", 0) >= fig._last_trace_edit_id:
             return
-        last[0] = time.monotonic()
-        layout = fig.layout
-        relayout = {"title.text": layout.title.text, "xaxis.title.text": layout.xaxis.title.text, "shapes": deepcopy(fig._layout_obj._props.get("shapes", []))}
-        if "yaxis2" in fig._layout_obj._props:
-            relayout["yaxis2.visible"] = layout.yaxis2.visible
-        for i, trace in enumerate(fig.data):  # one trace at a time: a null value would reset an attribute
-            # trace[k] also finds values that the view's reports moved from _props to _prop_defaults
-            keys = (set(trace._props) | {"name", "x", "y"}) - {"type", "uid"}
-            values = {k: trace[k] for k in sorted(keys)}
-            restyle = {k: [v.to_plotly_json() if hasattr(v, "to_plotly_json") else deepcopy(v)] for k, v in values.items() if v is not None}
-            fig._send_update_msg(restyle_data=restyle, relayout_data=relayout if i == 0 else {}, trace_indexes=[i])
+        with _lock(fig):
+            if due[0]:  # a resend is due already
+                return
+            wait = 0.5 - (time.monotonic() - last[0])
+            if wait <= 0:
+                resend()
+                return
+            due[0] = True
+        kernel.later(wait, resend)
 
     fig.observe(check, names="_js2py_traceDeltas")
     return fig
@@ -160,7 +201,7 @@ def histogram_figure() -> go.FigureWidget:
 
 def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
     level_width = data.width / 4 if len(data.levels) else data.width
-    with fig.batch_update():
+    with updating(fig):
         for trace, counts in zip(fig.data[:3], (data.float_counts, data.pruned_counts, data.clipped_counts)):
             trace.x = data.centers
             trace.y = counts
@@ -189,7 +230,7 @@ def update_histogram(fig: go.FigureWidget, data: HistogramData) -> None:
 def set_font_size(figures: tuple[go.FigureWidget, ...], size: int) -> None:
     """Projector mode: larger text in the figures too."""
     for fig in figures:
-        with fig.batch_update():
+        with updating(fig):
             fig.layout.font.size = size
             fig.layout.title.font.size = size
         sync_initial_state(fig)
@@ -237,7 +278,7 @@ def update_history(fig: go.FigureWidget, points: list[HistoryPoint], current: in
     labels = {i: points[i].label for i in shown}
     front = [shown[j] for j in pareto_indices([xs[i] for i in shown], [ys[i] for i in shown])]
     groups = [[i for i in shown if points[i].kind == kind] for kind in HISTORY_KINDS] + [front]
-    with fig.batch_update():
+    with updating(fig):
         for trace, indices in zip(fig.data, groups):
             trace.x = [xs[i] for i in indices]
             trace.y = [ys[i] for i in indices]
@@ -270,7 +311,7 @@ def training_figure() -> go.FigureWidget:
 def update_training(fig: go.FigureWidget, epochs: list[Any], before: float | None) -> None:
     """Per-epoch loss and measured metric; epoch 0 is the plan before recovery."""
     xs = [e.epoch for e in epochs]
-    with fig.batch_update():
+    with updating(fig):
         fig.data[0].x, fig.data[0].y = xs, [e.train_loss for e in epochs]
         fig.data[1].x = ([0] if before is not None else []) + xs
         fig.data[1].y = ([100 * before] if before is not None else []) + [100 * e.metric for e in epochs]

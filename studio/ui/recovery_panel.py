@@ -18,6 +18,7 @@ from ..engine import StudioError
 from .figures import set_font_size, training_figure, update_training
 from .guidance_panel import job_text
 from .html import fmt_metric
+from .kernel_thread import KernelThread
 from .state import StudioState
 
 LABEL = {"description_width": "initial"}
@@ -30,6 +31,7 @@ class RecoveryPanel:
 
     def __init__(self, state: StudioState) -> None:
         self.state = state
+        self.kernel = KernelThread()
         self.method = W.Dropdown(options=[("QAT", "qat"), ("distillation", "distill")], value="qat", description="method", style=LABEL)
         self.epochs = W.BoundedIntText(value=5, min=1, max=500, description="epochs", style=LABEL, layout=W.Layout(width="140px"))
         self.lr = W.BoundedFloatText(value=1e-3, min=1e-6, max=1.0, step=1e-4, description="learning rate", style=LABEL, layout=W.Layout(width="200px"))
@@ -88,6 +90,9 @@ class RecoveryPanel:
         self.width.disabled = not self.state.teacher_name
 
     def show_curve(self) -> None:
+        self.kernel.run(self._draw_curve)  # epochs arrive on the training thread
+
+    def _draw_curve(self) -> None:
         if self.curve is not None:
             update_training(self.curve, list(self.state.epochs), self._before)
 

@@ -1,5 +1,7 @@
 """Figures as pure functions, and a view that drew an old state getting the data again."""
 
+import time
+
 from studio import Plan
 from studio.ui.figures import history_figure, update_history
 from studio.ui.state import HistoryPoint
@@ -28,3 +30,6 @@ def test_a_view_behind_the_last_edit_gets_every_trace_again_and_a_current_one_no
     assert all(None not in m["restyle_data"].values() for m in sent)  # a null would reset an attribute
     fig._js2py_traceDeltas = {"trace_deltas": [], "trace_edit_id": last - 1}
     assert len(sent) == len(fig.data)  # at most twice a second
+    fig._js2py_traceDeltas = {"trace_deltas": [], "trace_edit_id": last - 1}  # one resend is due already
+    time.sleep(0.8)
+    assert len(sent) == 2 * len(fig.data)  # a report within the half second is answered after it
