@@ -233,18 +233,10 @@ def _measure_and_fit(page, session) -> bool:
     return True
 
 
-def test_sensitivity_and_fit_to_budget_in_the_browser(page):
-    sample = studio.load_sample("digits-cnn")
-    session = studio.Session(sample.model, sample.eval_data)
+def _fit_and_restore(page, session) -> str:
+    """Fit to budget, then restore a searched point by clicking it: "" when both show, else what failed."""
     if not _measure_and_fit(page, session):
-        # Now and then, on the first run after this machine was idle, the History view of a freshly
-        # loaded page draws its first state and then no edit at all: the kernel sends every edit
-        # (seen in the websocket's frames) but the view never reports drawing one. The cause lies
-        # in the front end (plotly's FigureWidget view under anywidget) and was not found; a new
-        # page, with a new kernel, draws them. The second page must show the search.
-        stale = page.evaluate(HISTORY_STATE)
-        page = open_app(page.context.browser, page.studio_url)
-        assert _measure_and_fit(page, session), f"History does not show the searched plans, on two pages: {stale} {page.evaluate(HISTORY_STATE)} {page.inner_text('.studio-search')}"
+        return f"History does not show the searched plans: {page.evaluate(HISTORY_STATE)} {page.inner_text('.studio-search')}"
     page.wait_for_selector(".studio-metric-value[data-state=measured]", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "studio-guidance.png"), full_page=True)
     # the front now holds searched plans (one may dominate every other point, the float model's too)
@@ -261,19 +253,31 @@ def test_sensitivity_and_fit_to_budget_in_the_browser(page):
         # each can be clicked on its own (the float model's point keeps the axis 100 KB wide)
         page.evaluate(ZOOM_ON_SEARCHED)
         page.wait_for_timeout(500)
-        restored = False
         for i in range(page.locator(SEARCHED).count()):  # the chosen plan's own point lies under the star
             point = page.locator(SEARCHED).nth(i)
             point.scroll_into_view_if_needed()
             box = point.bounding_box()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             if _shows_other_than(page, chosen, seconds=10):  # the kernel may be slow to answer a click
-                restored = True
-                break
-        if restored:
-            break
+                return ""
+    return f"no click on a searched point restored another plan than {chosen}: {page.evaluate(HISTORY_STATE)}"
+
+
+def test_sensitivity_and_fit_to_budget_in_the_browser(page):
+    sample = studio.load_sample("digits-cnn")
+    session = studio.Session(sample.model, sample.eval_data)
+    failed = _fit_and_restore(page, session)
+    if failed:
+        # Now and then, on the first run after this machine was idle, History misbehaves on a freshly
+        # loaded page although the kernel is right: its view draws its first state and no edit after
+        # it (the kernel sent every edit: seen in the websocket's frames), or plotly reports clicks on
+        # searched points and no plan is restored. The cause lies in the front end (plotly's
+        # FigureWidget view under anywidget) and was not found. A new page, with a new kernel, must
+        # do both.
+        page = open_app(page.context.browser, page.studio_url)
+        again = _fit_and_restore(page, session)
+        assert not again, f"on two pages: {failed} / {again}"
     restored_bytes, restored_metric = shown_bytes(page), shown_metric(page)
-    assert (restored_bytes, restored_metric) != chosen, page.evaluate(HISTORY_STATE)
     assert any(abs(restored_metric - m) < 1e-6 for m in [session.evaluate(p).metric for p in _searched_plans(session, restored_bytes)])
     page.evaluate("() => window.Plotly.relayout(document.querySelector('.studio-panel-history .js-plotly-plot'), {'xaxis.autorange': true})")
 
