@@ -221,4 +221,3 @@ class Studio(W.VBox):
         """Stop the evaluation thread and close the widgets."""
         self.state.close()
         super().close()
-

@@ -4,10 +4,10 @@ Plotly sends an edit to the page by setting a synced trait and clearing it at on
 (``_py2js_update = msg`` then ``= None``). While the kernel's thread applies a message from
 a view of the same figure (a click, a zoom, a view reporting what it drew), ipywidgets
 holds the figure's trait notifications; an edit made meanwhile on another thread is then
-announced only afterwards, when the trait is None again, and the page never gets it.
-Evaluations, searches and training report on threads of their own, so History sometimes
-stayed on the float model after a search. Updates asked for on another thread are queued
-on the kernel's event loop instead; scripts and tests, with no running loop, update at once.
+announced only afterwards, when the trait is None again, and the page never gets it
+(tests/ui/test_kernel_thread.py shows it). Evaluations, searches and training report on
+threads of their own. Updates asked for on another thread are queued on the kernel's event
+loop instead; scripts and tests, with no running loop, update at once.
 """
 
 from __future__ import annotations
