@@ -66,7 +66,7 @@ class Studio(W.VBox):
         self.history_axis.observe(lambda _: self._show_history(), names="value")
         self.export_panel = ExportPanel(self.state)
         self.guidance_panel = GuidancePanel(self.state)
-        self.recovery_panel = RecoveryPanel(self.state)
+        self.recovery_panel = RecoveryPanel(self.state, self.kernel)
         self.busy = W.HTML()
         self.busy.add_class("studio-busy")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="160px", visibility="hidden"))

@@ -38,6 +38,7 @@ def sync_initial_state(fig: go.FigureWidget) -> None:
 
 
 def _lock(fig: go.FigureWidget) -> threading.RLock:
+    """The figure's lock: made with the figure (``keep_views_current``), else on first use."""
     lock = getattr(fig, "_studio_lock", None)
     if lock is None:
         lock = fig._studio_lock = threading.RLock()
@@ -68,6 +69,7 @@ def keep_views_current(fig: go.FigureWidget) -> go.FigureWidget:
     resend is answered when that half second is over. Sizes are left alone: the view fits
     its panel.
     """
+    _lock(fig)  # made here, on the thread that makes the figure, so no two threads make one each
     last = [0.0]
     due = [False]
     kernel = KernelThread()  # reports arrive on the kernel's thread; a resend later runs there too

@@ -29,9 +29,9 @@ class RecoveryPanel:
 
     HINT = "Train the weights under the current plan so that they suit it: QAT (labels) or distillation from the float model."
 
-    def __init__(self, state: StudioState) -> None:
+    def __init__(self, state: StudioState, kernel: KernelThread | None = None) -> None:
         self.state = state
-        self.kernel = KernelThread()
+        self.kernel = kernel or KernelThread()  # the Studio's, where it has one
         self.method = W.Dropdown(options=[("QAT", "qat"), ("distillation", "distill")], value="qat", description="method", style=LABEL)
         self.epochs = W.BoundedIntText(value=5, min=1, max=500, description="epochs", style=LABEL, layout=W.Layout(width="140px"))
         self.lr = W.BoundedFloatText(value=1e-3, min=1e-6, max=1.0, step=1e-4, description="learning rate", style=LABEL, layout=W.Layout(width="200px"))
